@@ -1,0 +1,155 @@
+"""Command line: parses arguments and calls the library, nothing else.
+
+Errors a user can cause are printed as one line on stderr with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+from . import config as config_mod
+from .errors import PneumoscopeError
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML config file, or a bundled name (demo, paper)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set train.lr=5e-4 (repeatable)")
+
+
+def _config_from(args: argparse.Namespace, default: str | None = None) -> config_mod.Config:
+    overrides = list(args.overrides)
+    for flag, key in (("data", "data.path"), ("layout", "data.layout"), ("encoder", "model.encoder"),
+                      ("size", "data.size"), ("epochs", "train.epochs"), ("batch_size", "train.batch_size"),
+                      ("device", "train.device")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides.insert(0, f"{key}={value}")
+    if getattr(args, "skip_bad", False):
+        overrides.insert(0, "data.skip_bad=true")
+    return config_mod.load(args.config or default, overrides)
+
+
+def cmd_synth(args: argparse.Namespace) -> None:
+    from .data.synth import generate
+
+    table = generate(args.out, args.n, args.size, args.seed, args.positive_rate)
+    print(f"wrote {len(table)} phantoms ({int(table.has_pneumo.sum())} with pneumothorax) to {args.out}; "
+          f"preview: {Path(args.out) / 'preview.png'}")
+
+
+def cmd_convert(args: argparse.Namespace) -> None:
+    from .data.convert import siim_to_png
+
+    table, bad = siim_to_png(args.dicom, args.rle, args.out, args.skip_bad)
+    print(f"wrote {len(table)} images ({int(table.has_pneumo.sum())} positive) to {args.out}"
+          + (f"; skipped {len(bad)}: " + "; ".join(str(b) for b in bad) if bad else ""))
+
+
+def cmd_train_seg(args: argparse.Namespace) -> None:
+    from .stage1 import train_seg
+
+    cfg = _config_from(args, "demo")
+    t0 = time.perf_counter()
+    metrics = train_seg(cfg, args.out, resume=args.resume)
+    if metrics:
+        print(f"trained {cfg.model.encoder} in {time.perf_counter() - t0:.0f}s; {metrics['split']} metrics: "
+              + ", ".join(f"{k} {metrics[k]:.4f}" for k in ("loss", "iou", "iou_pos", "dice_kaggle", "dice_pos", "pixel_accuracy")
+                          if metrics.get(k) is not None and metrics[k] == metrics[k])
+              + f"; run folder: {args.out}")
+
+
+def cmd_evaluate_seg(args: argparse.Namespace) -> None:
+    from .stage1 import evaluate_seg
+
+    m = evaluate_seg(args.run, args.data, args.split, args.layout, args.skip_bad)
+    print(f"{m['split']} ({m['n_images']} images, {m['n_positive']} positive): "
+          + ", ".join(f"{k} {m[k]:.4f}" for k in ("loss", "iou", "iou_pos", "dice_kaggle", "dice_pos", "pixel_accuracy")
+                      if m[k] == m[k])
+          + f"; wrote {Path(args.run) / 'metrics.json'}")
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from .infer import predict_files
+
+    rows = predict_files(args.run, args.inputs, args.out, args.batch_size, args.skip_bad, args.device)
+    print(f"predicted {len(rows)} images; {sum(r['mask_area_px'] > 0 for r in rows)} with a mask; "
+          f"wrote {Path(args.out) / 'predictions.csv'}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    p = argparse.ArgumentParser(prog="pneumoscope", description="Pneumothorax segmentation and detection in chest X-rays.")
+    p.add_argument("--version", action="version", version=f"pneumoscope {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    s = sub.add_parser("synth", help="write synthetic chest-radiograph phantoms (Kaggle PNG layout)")
+    s.add_argument("--out", required=True)
+    s.add_argument("--n", type=int, default=100)
+    s.add_argument("--size", type=int, default=256)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--positive-rate", type=float, default=0.5)
+    s.set_defaults(func=cmd_synth)
+
+    s = sub.add_parser("convert", help="SIIM original (DICOM + train-rle.csv) -> Kaggle PNG layout")
+    s.add_argument("--dicom", required=True, help="folder with *.dcm (searched recursively)")
+    s.add_argument("--rle", help="train-rle.csv (default: found under --dicom)")
+    s.add_argument("--out", required=True)
+    s.add_argument("--skip-bad", action="store_true", help="skip unreadable items and list them")
+    s.set_defaults(func=cmd_convert)
+
+    s = sub.add_parser("train-seg", help="train a U-Net (stage 1) and evaluate it on the test split")
+    s.add_argument("--data", help="dataset folder (default: the synthetic phantoms)")
+    s.add_argument("--layout", choices=["auto", "kaggle", "siim", "folder"])
+    s.add_argument("--encoder")
+    s.add_argument("--size", type=int)
+    s.add_argument("--epochs", type=int)
+    s.add_argument("--batch-size", type=int)
+    s.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    s.add_argument("--out", required=True, help="run folder")
+    s.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    s.add_argument("--skip-bad", action="store_true", help="skip unreadable items and list them in skipped.csv")
+    _add_config_args(s)
+    s.set_defaults(func=cmd_train_seg)
+
+    s = sub.add_parser("evaluate-seg", help="segmentation metrics of a trained run -> RUN/metrics.json")
+    s.add_argument("--run", required=True)
+    s.add_argument("--data", help="dataset folder (default: the run's own)")
+    s.add_argument("--layout", default="auto", choices=["auto", "kaggle", "siim", "folder"])
+    s.add_argument("--split", default="auto", choices=["auto", "test", "val", "train", "all"])
+    s.add_argument("--skip-bad", action="store_true")
+    s.set_defaults(func=cmd_evaluate_seg)
+
+    s = sub.add_parser("predict", help="masks, overlays and predictions.csv for DICOM/PNG files or folders")
+    s.add_argument("--run", required=True)
+    s.add_argument("inputs", nargs="+", help="image files or folders")
+    s.add_argument("--out", required=True)
+    s.add_argument("--batch-size", type=int, default=8)
+    s.add_argument("--device", default="auto")
+    s.add_argument("--skip-bad", action="store_true", help="skip unreadable files and list them in skipped.csv")
+    s.set_defaults(func=cmd_predict)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except PneumoscopeError as exc:
+        print(f"pneumoscope: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pneumoscope: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

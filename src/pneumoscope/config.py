@@ -1,0 +1,197 @@
+"""Typed run configuration: frozen dataclasses, YAML in and out, ``--set a.b=c`` overrides.
+
+Unknown keys fail loudly. The resolved config is saved in each run folder as
+``config.yaml`` and is what ``evaluate-seg`` and ``predict`` rebuild the model from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+from .errors import PneumoscopeError
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where images come from and how they are prepared."""
+
+    path: str | None = None  # dataset folder; None = generate the synthetic default
+    layout: str = "auto"  # auto | kaggle | siim | folder
+    size: int = 128  # training resolution (square); the paper uses 512
+    cache_dir: str | None = None  # None = ~/.cache/pneumoscope (or $PNEUMOSCOPE_CACHE)
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    split_seed: int = 0
+    augment: bool = True  # small shift/scale/rotate + brightness/contrast
+    hflip: bool = False  # horizontal flip (off by default: anatomy is not symmetric)
+    positive_fraction: float | None = None  # oversample positives to this share per epoch
+    skip_bad: bool = False  # skip unreadable items and list them instead of failing
+    synth_n: int = 240  # synthetic default: number of phantoms
+    synth_size: int = 256  # synthetic default: phantom resolution
+    synth_positive_rate: float = 0.5
+    synth_seed: int = 0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The U-Net and its encoder."""
+
+    encoder: str = "resnet18"
+    encoder_weights: str | None = None  # None | "imagenet" | path to a local state dict
+    cls_head: bool = False  # image-level classification head on the encoder
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Composite loss alpha*BCE + beta*Dice + gamma*Focal (+ lambda*BCE of the head)."""
+
+    bce: float = 1.0  # alpha
+    dice: float = 1.0  # beta
+    focal: float = 1.0  # gamma (the weight, not the focusing parameter)
+    focal_gamma: float = 2.0  # focusing parameter of the focal term
+    focal_alpha: float | None = 0.25  # alpha_t class balance of the focal term (None = off)
+    dice_smooth: float = 1e-5  # epsilon of the paper's Eq. 14
+    cls_weight: float = 0.0  # lambda of Eq. 1; > 0 needs model.cls_head
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation protocol (defaults: the paper's, but fewer epochs)."""
+
+    epochs: int = 25
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    plateau_factor: float = 0.5
+    plateau_patience: int = 3
+    early_stopping_patience: int = 5
+    seed: int = 42
+    deterministic: bool = True
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: bool = True  # mixed precision on CUDA only; CPU stays float32
+    channels_last: bool = True  # on CUDA only
+    num_workers: int = 0
+    threshold: float = 0.5  # probability threshold for masks and metrics
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole run."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    encoders: tuple[str, ...] = ("resnet34", "vgg16", "inceptionresnetv2", "xception")  # for `run`
+
+
+def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    if not isinstance(values, dict):
+        raise PneumoscopeError(f"config section {where or 'root'} must be a mapping")
+    hints = get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - known
+    if unknown:
+        raise PneumoscopeError(f"unknown config key {where}{sorted(unknown)[0]!r}; known: {', '.join(sorted(known))}")
+    kwargs = {}
+    for name, value in values.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value or {}, f"{where}{name}.")
+        elif name == "encoders":
+            kwargs[name] = tuple([value] if isinstance(value, str) else value)
+        else:
+            kwargs[name] = _coerce(hint, value, f"{where}{name}")
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    """Check and convert a scalar to its field type (YAML and --set give strings or numbers)."""
+    args = getattr(hint, "__args__", ())
+    optional = type(None) in args
+    if value is None or (isinstance(value, str) and value.lower() in ("null", "none")):
+        if optional:
+            return None
+        raise PneumoscopeError(f"config key {key} cannot be null")
+    base = next((a for a in args if a is not type(None)), hint) if args else hint
+    try:
+        if base is bool:
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(value)
+                return value.lower() in ("true", "1", "yes")
+            return bool(value)
+        if base is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if base is float:
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise PneumoscopeError(f"config key {key}: cannot read {value!r} as {base.__name__}") from exc
+
+
+def from_dict(values: dict[str, Any]) -> Config:
+    """Build a Config from a nested mapping, rejecting unknown keys."""
+    return _build(Config, values or {}, "")
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    """Plain nested mapping (YAML-friendly)."""
+    out = dataclasses.asdict(cfg)
+    out["encoders"] = list(out["encoders"])
+    return out
+
+
+def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b=c`` strings to a nested mapping; the value is parsed as YAML."""
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in values.items()}
+    for item in overrides:
+        if "=" not in item:
+            raise PneumoscopeError(f"--set expects key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise PneumoscopeError(f"--set {key}: {part} is not a section")
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    return out
+
+
+def resolve_config_path(name: str | Path) -> Path:
+    """A config file path, or a bundled config name such as ``demo`` or ``paper``."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    bundled = CONFIG_DIR / f"{Path(str(name)).stem}.yaml"
+    if bundled.is_file():
+        return bundled
+    raise PneumoscopeError(f"config file {name} not found (bundled: {', '.join(p.stem for p in sorted(CONFIG_DIR.glob('*.yaml')))})")
+
+
+def load(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config (or the defaults), then apply ``--set`` overrides."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        p = resolve_config_path(path)
+        try:
+            values = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise PneumoscopeError(f"{p}: invalid YAML ({exc})") from exc
+    return from_dict(apply_overrides(values, overrides or []))
+
+
+def save(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML."""
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -1,0 +1,1 @@
+"""Data: reading images, dataset layouts, RLE, phantoms, cache, splits, transforms."""

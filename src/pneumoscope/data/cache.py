@@ -1,0 +1,172 @@
+"""Decode and resize a dataset once to the training size; memory-mapped arrays after that.
+
+A cache lives in ``<cache_dir>/<key>/`` with ``images.npy`` (uint8, N x S x S),
+``masks.npy`` (uint8 0/1) and ``index.csv`` (the usable rows, in array order, with
+the label and whether a mask is known). The key hashes the index (paths, file sizes
+and modification times, RLE) and the size, so a changed source or size builds a new
+cache and an unchanged one is reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from ..errors import BadItemError, PneumoscopeError
+from .io import read_image, read_mask, to_uint8
+from .layouts import RLE_SEP
+from .rle import decode_union
+
+CACHE_VERSION = 1
+
+
+def default_cache_dir() -> Path:
+    """``$PNEUMOSCOPE_CACHE`` or ``~/.cache/pneumoscope``."""
+    return Path(os.environ.get("PNEUMOSCOPE_CACHE", Path.home() / ".cache" / "pneumoscope"))
+
+
+def resize_image(img: np.ndarray, size: int) -> np.ndarray:
+    """Area-resize a float image to ``size`` x ``size``."""
+    interp = cv2.INTER_AREA if img.shape[0] >= size else cv2.INTER_LINEAR
+    return cv2.resize(img.astype(np.float32), (size, size), interpolation=interp)
+
+
+def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
+    """Resize a 0/1 mask: a pixel is foreground when at least half of its area was."""
+    return (resize_image(mask.astype(np.float32), size) >= 0.5).astype(np.uint8)
+
+
+def load_row(row: pd.Series) -> tuple[np.ndarray, np.ndarray | None, dict]:
+    """Read one index row: image float [0, 1], mask 0/1 (None when unknown), metadata.
+
+    Raises BadItemError naming the file when the image or mask is unusable.
+    """
+    try:
+        img, meta = read_image(row["image_path"])
+        mask = None
+        if row["mask_path"]:
+            mask = read_mask(row["mask_path"], expected_shape=img.shape)
+        elif row["rle"]:
+            mask = decode_union(row["rle"].split(RLE_SEP), img.shape[0], img.shape[1])
+    except PneumoscopeError as exc:
+        raise BadItemError(str(row["id"]), str(row["image_path"]), str(exc).split(": ", 1)[-1]) from exc
+    return img, mask, meta
+
+
+def cache_key(index: pd.DataFrame, size: int) -> str:
+    """Hash of what the cache depends on: sources (with size and mtime) and the size."""
+    h = hashlib.sha256(f"v{CACHE_VERSION}|{size}".encode())
+    for rec in index[["id", "image_path", "mask_path", "rle"]].itertuples(index=False):
+        h.update("|".join(map(str, rec)).encode())
+        for p in (rec.image_path, rec.mask_path):
+            if p:
+                st = os.stat(p)
+                h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:20]
+
+
+@dataclass
+class Cache:
+    """Memory-mapped arrays of one dataset at one size."""
+
+    root: Path
+    images: np.ndarray  # uint8 (N, S, S), memory-mapped
+    masks: np.ndarray  # uint8 (N, S, S), 0/1
+    index: pd.DataFrame  # usable rows, in array order; columns of the index + has_mask
+    skipped: list[BadItemError]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+
+def _open(root: Path) -> Cache:
+    meta = json.loads((root / "meta.json").read_text())
+    skipped = [BadItemError(s["id"], s["path"], s["reason"]) for s in meta["skipped"]]
+    index = pd.read_csv(root / "index.csv", dtype={"id": str, "mask_path": str, "rle": str, "patient_id": str,
+                                                     "sex": str, "view": str}, keep_default_na=False)
+    index["age"] = pd.to_numeric(index["age"], errors="coerce")
+    return Cache(root, np.load(root / "images.npy", mmap_mode="r"), np.load(root / "masks.npy", mmap_mode="r"),
+                 index, skipped)
+
+
+def build_cache(index: pd.DataFrame, size: int, cache_dir: str | Path | None = None,
+                skip_bad: bool = False, workers: int | None = None, progress: bool = False) -> Cache:
+    """Return the cache of ``index`` at ``size``, building it unless an identical one exists."""
+    base = Path(cache_dir) if cache_dir else default_cache_dir()
+    root = base / cache_key(index, size)
+    if (root / "meta.json").is_file():
+        cache = _open(root)
+        if cache.skipped and not skip_bad:
+            raise cache.skipped[0]
+        return cache
+    base.mkdir(parents=True, exist_ok=True)
+    tmp = base / f".{root.name}.{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    n = len(index)
+    images = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.uint8, shape=(n, size, size))
+    masks = np.lib.format.open_memmap(tmp / "masks.npy", mode="w+", dtype=np.uint8, shape=(n, size, size))
+    rows = [r for _, r in index.iterrows()]
+
+    def work(i: int) -> tuple[int, BadItemError | None, bool, dict]:
+        try:
+            img, mask, meta = load_row(rows[i])
+        except BadItemError as exc:
+            return i, exc, False, {}
+        images[i] = to_uint8(resize_image(img, size))
+        masks[i] = resize_mask(mask, size) if mask is not None else 0
+        return i, None, mask is not None, meta
+
+    results = []
+    with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
+        it = pool.map(work, range(n))
+        if progress:
+            from tqdm import tqdm
+            it = tqdm(it, total=n, desc=f"caching at {size}px", leave=False)
+        for res in it:
+            if res[1] is not None and not skip_bad:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise res[1]
+            results.append(res)
+    keep = [i for i, err, _, _ in results if err is None]
+    skipped = [err for _, err, _, _ in results if err is not None]
+    if not keep:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise PneumoscopeError("no usable images left after skipping bad items")
+    out = index.iloc[keep].copy().reset_index(drop=True)
+    out["has_mask"] = [results[i][2] for i in keep]
+    for col in ("patient_id", "sex", "age", "view"):  # DICOM metadata fills what the CSV lacked
+        vals = [results[i][3].get(col) for i in keep]
+        out[col] = [v if (v not in (None, "") and (col != "age" or v == v)) else old for v, old in zip(vals, out[col])]
+    pos = np.array([bool(masks[i].any()) for i in keep])
+    out["label"] = np.where(out["has_mask"], pos.astype(int), out["label"])
+    if len(keep) < n:  # compact the arrays to the usable rows
+        images2 = np.lib.format.open_memmap(tmp / "images2.npy", mode="w+", dtype=np.uint8, shape=(len(keep), size, size))
+        masks2 = np.lib.format.open_memmap(tmp / "masks2.npy", mode="w+", dtype=np.uint8, shape=(len(keep), size, size))
+        images2[:], masks2[:] = images[keep], masks[keep]
+        del images2, masks2
+        os.replace(tmp / "images2.npy", tmp / "images.npy")
+        os.replace(tmp / "masks2.npy", tmp / "masks.npy")
+    else:
+        images.flush()
+        masks.flush()
+    del images, masks
+    out.to_csv(tmp / "index.csv", index=False)
+    (tmp / "meta.json").write_text(json.dumps({
+        "size": size, "n": len(keep),
+        "skipped": [{"id": e.item_id, "path": e.path, "reason": e.reason} for e in skipped],
+    }, indent=1))
+    try:
+        os.replace(tmp, root)
+    except OSError:  # another process built it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return _open(root)

@@ -1,0 +1,20 @@
+"""Project exceptions: errors a user can cause, printed by the CLI as one line."""
+
+from __future__ import annotations
+
+
+class PneumoscopeError(Exception):
+    """An error caused by input or configuration; its message says what to do."""
+
+
+class BadItemError(PneumoscopeError):
+    """One dataset item (image, mask, CSV row) is unusable.
+
+    Carries the item id and path so that ``--skip-bad`` can list what it skipped.
+    """
+
+    def __init__(self, item_id: str, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.item_id = item_id
+        self.path = path
+        self.reason = reason
