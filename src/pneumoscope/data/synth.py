@@ -30,6 +30,7 @@ class Phantom:
     image: np.ndarray  # uint8 (S, S)
     mask: np.ndarray  # uint8 (S, S), 0/1
     side: str  # "", "right" or "left" (patient side; patient right is image left)
+    lungs: np.ndarray  # uint8 (S, S), 0/1: both lung fields (pneumothorax included)
 
 
 def _blur(a: np.ndarray, sigma: float) -> np.ndarray:
@@ -69,13 +70,13 @@ def _vessels(size: int, lung: np.ndarray, hilum: tuple[float, float], rng: np.ra
     canvas = np.zeros((size, size), np.float32)
     scale = size / 256.0
     stack = [(hilum[0], hilum[1], rng.uniform(0, 2 * np.pi), 3.0 * scale, 0.9, 0)
-             for _ in range(int(rng.integers(9, 14)))]
+             for _ in range(int(rng.integers(14, 20)))]
     while stack:
         x, y, ang, width, amp, depth = stack.pop()
         step = rng.uniform(6, 12) * scale
         nx, ny = x + step * np.cos(ang), y + step * np.sin(ang)
         ix, iy = int(nx), int(ny)
-        if not (0 <= ix < size and 0 <= iy < size) or not lung[iy, ix] or depth > 14:
+        if not (0 <= ix < size and 0 <= iy < size) or not lung[iy, ix] or depth > 20:
             continue
         cv2.line(canvas, (int(x), int(y)), (ix, iy), float(amp), max(1, int(round(width))), cv2.LINE_AA)
         ang += rng.normal(0, 0.25)
@@ -165,9 +166,11 @@ def render(size: int, positive: bool, rng: np.random.Generator) -> Phantom:
     texture = np.zeros((s, s), np.float32)
     for lung, hilum, _ in lungs:
         lung_all = np.maximum(lung_all, lung.astype(np.float32))
-        grain = _blur(rng.normal(0, 1, (s, s)).astype(np.float32), s / 160.0)
+        grain = _blur(rng.normal(0, 1, (s, s)).astype(np.float32), s / 110.0)
         grain /= grain.std() + 1e-6
-        texture += lung * (0.10 * _vessels(s, lung, hilum, rng) + 0.018 * grain)
+        t = lung * (0.14 * _vessels(s, lung, hilum, rng) + 0.035 * grain)
+        # Zero-mean over the lung: removing the markings changes texture, not brightness.
+        texture += t - lung * (t.sum() / max(lung.sum(), 1))
     if positive:
         lung_all = np.maximum(lung_all, full_lung.astype(np.float32))
     heart = (((xx - cx - 0.07) / 0.16) ** 2 + ((yy - 0.64) / 0.13) ** 2 < 1)
@@ -176,8 +179,9 @@ def render(size: int, positive: bool, rng: np.random.Generator) -> Phantom:
     if positive:
         # Visceral pleural line: the edge of the collapsed lung that faces the air.
         aerated = lungs[which][0]
-        edge = cv2.morphologyEx(aerated, cv2.MORPH_GRADIENT, np.ones((2, 2), np.uint8)) & cv2.dilate(ptx, np.ones((3, 3), np.uint8))
-        img += 0.09 * _blur(edge.astype(np.float32), 0.5 * s / 256.0)
+        k = max(2, int(round(2 * s / 256)))
+        edge = cv2.morphologyEx(aerated, cv2.MORPH_GRADIENT, np.ones((k, k), np.uint8)) & cv2.dilate(ptx, np.ones((3, 3), np.uint8))
+        img += 0.13 * _blur(edge.astype(np.float32), 0.5 * s / 256.0)
     # Mediastinum, spine and heart.
     medi = (np.abs(xx - cx) < 0.055 + 0.03 * yy) * (yy > 0.08)
     img += 0.28 * _blur((medi | heart).astype(np.float32), s * 0.012) * (1 - 0.5 * lung_soft)
@@ -195,9 +199,10 @@ def render(size: int, positive: bool, rng: np.random.Generator) -> Phantom:
     m[:, 2] += shift
     img = cv2.warpAffine(img.astype(np.float32), m, (s, s), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     mask = cv2.warpAffine(ptx, m, (s, s), flags=cv2.INTER_NEAREST)
+    lungs_out = cv2.warpAffine((lung_all > 0.5).astype(np.uint8), m, (s, s), flags=cv2.INTER_NEAREST)
     img = img + rng.normal(0, 0.012, (s, s)).astype(np.float32)
     image = np.clip(np.rint(np.clip(img, 0, 1) * 255), 0, 255).astype(np.uint8)
-    return Phantom(image=image, mask=mask.astype(np.uint8), side=side)
+    return Phantom(image=image, mask=mask.astype(np.uint8), side=side, lungs=lungs_out)
 
 
 def generate(out: str | Path, n: int, size: int = 256, seed: int = 0, positive_rate: float = 0.5) -> pd.DataFrame:

@@ -1,0 +1,41 @@
+"""Shared fixtures: a private cache folder, tiny synthetic datasets, the real samples."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Every test run gets its own cache, so tests never read a user's cache.
+os.environ.setdefault("PNEUMOSCOPE_CACHE", tempfile.mkdtemp(prefix="pneumoscope-test-cache-"))
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def shared_path(*parts: str) -> Path:
+    """A path under ../shared/data, or skip the test when the samples are absent."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real sample data not present ({path})")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """24 phantoms at 96 px in the Kaggle layout (half positive)."""
+    from pneumoscope.data.synth import generate
+
+    root = tmp_path_factory.mktemp("synth")
+    generate(root, n=24, size=96, seed=3, positive_rate=0.5)
+    return root
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path) -> Path:
+    """A fresh cache folder for one test."""
+    d = tmp_path / "cache"
+    d.mkdir()
+    return d

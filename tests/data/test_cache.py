@@ -1,0 +1,55 @@
+import os
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pneumoscope.data.cache import build_cache, resize_mask
+from pneumoscope.data.layouts import index_dataset
+from pneumoscope.errors import BadItemError
+
+
+def test_built_once_then_reused(tiny_synth, cache_dir):
+    index, _ = index_dataset(tiny_synth)
+    a = build_cache(index, 48, cache_dir)
+    assert a.images.shape == (24, 48, 48) and a.images.dtype == np.uint8
+    assert isinstance(a.images, np.memmap)
+    stamp = os.stat(a.root / "images.npy").st_mtime_ns
+    b = build_cache(index, 48, cache_dir)
+    assert b.root == a.root and os.stat(b.root / "images.npy").st_mtime_ns == stamp
+    assert (b.index["label"].to_numpy() == (b.masks.reshape(24, -1).max(1) > 0)).all()
+    c = build_cache(index, 32, cache_dir)
+    assert c.root != a.root and c.images.shape == (24, 32, 32)
+
+
+def test_rebuilt_when_a_source_changes(tiny_synth, tmp_path, cache_dir):
+    root = tmp_path / "k"
+    shutil.copytree(tiny_synth, root)
+    index, _ = index_dataset(root)
+    a = build_cache(index, 32, cache_dir)
+    f = root / "png_images" / index.image_path.iloc[0].rsplit("/", 1)[1]
+    Image.fromarray(np.zeros((96, 96), np.uint8)).save(f)
+    b = build_cache(index_dataset(root)[0], 32, cache_dir)
+    assert b.root != a.root and b.images[0].max() == 0
+
+
+def test_bad_mask_fails_or_is_skipped_and_listed(tiny_synth, tmp_path, cache_dir):
+    root = tmp_path / "k"
+    shutil.copytree(tiny_synth, root)
+    index, _ = index_dataset(root)
+    name = index.mask_path.iloc[2].rsplit("/", 1)[1]
+    Image.fromarray(np.zeros((50, 50), np.uint8)).save(root / "png_masks" / name)  # wrong size
+    with pytest.raises(BadItemError, match="differs from image size"):
+        build_cache(index, 32, cache_dir)
+    cache = build_cache(index, 32, cache_dir, skip_bad=True)
+    assert len(cache) == 23 and cache.images.shape[0] == 23
+    assert [e.item_id for e in cache.skipped] == [index.id.iloc[2]]
+    with pytest.raises(BadItemError):  # reopening without skip_bad still refuses
+        build_cache(index, 32, cache_dir)
+
+
+def test_resize_mask_keeps_half_covered_pixels():
+    m = np.zeros((4, 4), np.uint8)
+    m[:2, :] = 1
+    np.testing.assert_array_equal(resize_mask(m, 2), [[1, 1], [0, 0]])
