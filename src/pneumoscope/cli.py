@@ -82,6 +82,21 @@ def cmd_predict(args: argparse.Namespace) -> None:
           f"wrote {Path(args.out) / 'predictions.csv'}")
 
 
+def cmd_run(args: argparse.Namespace) -> None:
+    from .study import run_study
+
+    cfg = _config_from(args, "demo")
+    t0 = time.perf_counter()
+    m = run_study(cfg, args.out)
+    print("Table 1 (test split):")
+    cols = ["encoder", "loss", "iou", "pixel_accuracy", "iou_pos", "dice_kaggle", "dice_pos"]
+    print("  " + "  ".join(f"{c:>14}" for c in cols))
+    for row in m["table1"]:
+        print("  " + "  ".join(f"{row[c]:>14}" if c == "encoder" else f"{row[c]:>14.4f}" for c in cols))
+    print(f"best encoder (validation IoU): {m['best_encoder']}; finished in {time.perf_counter() - t0:.0f}s; "
+          f"results in {args.out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     p = argparse.ArgumentParser(prog="pneumoscope", description="Pneumothorax segmentation and detection in chest X-rays.")
@@ -134,6 +149,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto")
     s.add_argument("--skip-bad", action="store_true", help="skip unreadable files and list them in skipped.csv")
     s.set_defaults(func=cmd_predict)
+    s = sub.add_parser("run", help="the whole study: stage 1 for each configured encoder and Table 1")
+    s.add_argument("--data", help="dataset folder (default: the synthetic phantoms)")
+    s.add_argument("--layout", choices=["auto", "kaggle", "siim", "folder"])
+    s.add_argument("--size", type=int)
+    s.add_argument("--epochs", type=int)
+    s.add_argument("--batch-size", type=int)
+    s.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    s.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
+    s.add_argument("--skip-bad", action="store_true")
+    _add_config_args(s)
+    s.set_defaults(func=cmd_run)
     return p
 
 

@@ -33,7 +33,7 @@ class DataConfig:
     hflip: bool = False  # horizontal flip (off by default: anatomy is not symmetric)
     positive_fraction: float | None = None  # oversample positives to this share per epoch
     skip_bad: bool = False  # skip unreadable items and list them instead of failing
-    synth_n: int = 240  # synthetic default: number of phantoms
+    synth_n: int = 800  # synthetic default: number of phantoms
     synth_size: int = 256  # synthetic default: phantom resolution
     synth_positive_rate: float = 0.5
     synth_seed: int = 0

@@ -22,6 +22,7 @@ from .data.synth import generate
 from .engine import evaluate
 from .errors import BadItemError, PneumoscopeError
 from .losses import CompositeLoss
+from .models import canonical_encoder
 from .runfiles import load_model, read_config, write_json, write_skipped
 from .train import train_segmentation
 
@@ -53,7 +54,7 @@ def prepare_data(cfg: Config, info: distributed.DistInfo | None = None) -> tuple
     index, bad = index_dataset(root, d.layout, d.skip_bad)
     cache = None
     if info.is_main:
-        cache = build_cache(index, d.size, d.cache_dir, d.skip_bad, progress=cfg.train.progress)
+        cache = build_cache(index, d.size, d.cache_dir, d.skip_bad, progress=cfg.train.progress and sys.stderr.isatty())
     distributed.barrier(info)
     if cache is None:
         cache = build_cache(index, d.size, d.cache_dir, d.skip_bad)
@@ -66,6 +67,7 @@ def train_seg(cfg: Config, out: str | Path, resume: bool = False) -> dict:
     Writes ``config.yaml``, ``split.csv``, ``history.csv``, ``best.pt``, ``last.pt``,
     ``metrics.json`` (and ``skipped.csv`` when items were skipped) under ``out``.
     """
+    canonical_encoder(cfg.model.encoder)  # fail on a bad name before any data work
     info, device = distributed.init(cfg.train.device)
     out = Path(out)
     try:

@@ -8,6 +8,7 @@ epoch, with optimizer, scheduler, early-stopping state and RNG state), so that
 from __future__ import annotations
 
 import csv
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,7 +105,7 @@ def train_segmentation(cfg: Config, cache: Cache, split: np.ndarray, out: Path, 
         net.train()
         train_acc = SegMetrics()
         batches = train_dl
-        if tc.progress and info.is_main:
+        if tc.progress and info.is_main and sys.stderr.isatty():
             from tqdm import tqdm
             batches = tqdm(train_dl, desc=f"{cfg.model.encoder} epoch {epoch}/{tc.epochs}", leave=False)
         for batch in batches:

@@ -50,15 +50,23 @@ def load_row(row: pd.Series) -> tuple[np.ndarray, np.ndarray | None, dict]:
 
     Raises BadItemError naming the file when the image or mask is unusable.
     """
+    item = str(row["id"])
+
+    def bad(path: str, exc: PneumoscopeError) -> BadItemError:
+        return BadItemError(item, path, str(exc).removeprefix(f"{path}: "))
+
     try:
         img, meta = read_image(row["image_path"])
-        mask = None
+    except PneumoscopeError as exc:
+        raise bad(str(row["image_path"]), exc) from exc
+    mask = None
+    try:
         if row["mask_path"]:
             mask = read_mask(row["mask_path"], expected_shape=img.shape)
         elif row["rle"]:
             mask = decode_union(row["rle"].split(RLE_SEP), img.shape[0], img.shape[1])
     except PneumoscopeError as exc:
-        raise BadItemError(str(row["id"]), str(row["image_path"]), str(exc).split(": ", 1)[-1]) from exc
+        raise bad(str(row["mask_path"] or row["image_path"]), exc) from exc
     return img, mask, meta
 
 

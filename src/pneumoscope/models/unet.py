@@ -102,4 +102,20 @@ def build_model(cfg: ModelConfig) -> smp.Unet:
         raise PneumoscopeError(f"cannot build U-Net with encoder {name} (weights {weights}): {exc}") from exc
     if local is not None:
         _load_local_weights(model, local)
+    _freeze_unused(model)
     return model
+
+
+def _freeze_unused(model: nn.Module) -> None:
+    """Stop training parameters the forward pass never reaches (e.g. an encoder's classifier
+    stem), so DDP needs no unused-parameter search and optimisers skip dead weights."""
+    was_training = model.training
+    model.eval()  # no BatchNorm statistics change during the probe
+    out = model(torch.zeros(1, 1, 64, 64))
+    total = sum(o.float().sum() for o in (out if isinstance(out, (tuple, list)) else (out,)))
+    total.backward()
+    for p in model.parameters():
+        if p.grad is None:
+            p.requires_grad_(False)
+        p.grad = None
+    model.train(was_training)

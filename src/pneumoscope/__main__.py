@@ -1,0 +1,7 @@
+"""``python -m pneumoscope`` (also what torchrun launches with ``-m pneumoscope``)."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
