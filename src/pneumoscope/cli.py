@@ -93,8 +93,37 @@ def cmd_run(args: argparse.Namespace) -> None:
     print("  " + "  ".join(f"{c:>14}" for c in cols))
     for row in m["table1"]:
         print("  " + "  ".join(f"{row[c]:>14}" if c == "encoder" else f"{row[c]:>14.4f}" for c in cols))
-    print(f"best encoder (validation IoU): {m['best_encoder']}; finished in {time.perf_counter() - t0:.0f}s; "
-          f"results in {args.out}")
+    print(f"best encoder (validation IoU): {m['best_encoder']}")
+    _print_table2(m["stage2"])
+    print(f"finished in {time.perf_counter() - t0:.0f}s; report: {m['report']}")
+
+
+def _print_table2(s2: dict) -> None:
+    print("Table 2 (classifier, evaluation images):")
+    print(f"  {'stage':<14}{'class':<14}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}")
+    for stage in ("before", "after"):
+        for cls, c in s2[stage]["per_class"].items():
+            print(f"  {stage + ' tuning':<14}{cls:<14}{c['precision']:>10.4f}{c['recall']:>10.4f}{c['f1']:>10.4f}{c['support']:>9}")
+    for stage in ("before", "after"):
+        m = s2[stage]
+        print(f"  {stage} tuning: threshold {m['threshold']:.4f}, ROC AUC {m['roc_auc']:.4f}, AP {m['average_precision']:.4f}, "
+              f"sensitivity {m['sensitivity']:.4f}, specificity {m['specificity']:.4f}, ECE {m['ece']:.4f}")
+
+
+def cmd_train_cls(args: argparse.Namespace) -> None:
+    import dataclasses
+
+    from .runfiles import read_config
+    from .stage2.pipeline import train_cls
+
+    base = config_mod.to_dict(read_config(args.run))
+    if args.data:
+        base["stage2"]["data"] = args.data
+    cfg = config_mod.from_dict(config_mod.apply_overrides(base, args.overrides))
+    cfg = dataclasses.replace(cfg, stage2=dataclasses.replace(cfg.stage2, layout=args.layout or cfg.stage2.layout))
+    res = train_cls(args.run, cfg)
+    _print_table2(res.summary)
+    print(f"{res.summary['leakage']}\nwrote {Path(args.run) / 'stage2'}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -149,7 +178,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto")
     s.add_argument("--skip-bad", action="store_true", help="skip unreadable files and list them in skipped.csv")
     s.set_defaults(func=cmd_predict)
-    s = sub.add_parser("run", help="the whole study: stage 1 for each configured encoder and Table 1")
+    s = sub.add_parser("train-cls", help="stage 2: features + tuned XGBoost on a trained stage-1 run")
+    s.add_argument("--run", required=True, help="a stage-1 run folder (train-seg output)")
+    s.add_argument("--data", help="classification dataset (default: the run's val/test images)")
+    s.add_argument("--layout", choices=["auto", "kaggle", "siim", "folder"])
+    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set stage2.n_iter=50")
+    s.set_defaults(func=cmd_train_cls)
+
+    s = sub.add_parser("run", help="the whole study: Table 1 per encoder, stage 2, Table 2, report.html")
     s.add_argument("--data", help="dataset folder (default: the synthetic phantoms)")
     s.add_argument("--layout", choices=["auto", "kaggle", "siim", "folder"])
     s.add_argument("--size", type=int)

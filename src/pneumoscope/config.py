@@ -83,6 +83,24 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class Stage2Config:
+    """Features, XGBoost classifier and its tuning."""
+
+    data: str | None = None  # classification dataset; None = the stage-1 dataset's val (fit) and test (evaluate)
+    layout: str = "auto"
+    test_fraction: float = 0.4  # held out of ``data`` for evaluation (when ``data`` is set)
+    feature_extractor: str = "auto"  # auto | densenet121 | seg-encoder
+    n_iter: int = 30  # random-search candidates
+    cv_folds: int = 5
+    scoring: str = "average_precision"  # any scikit-learn scorer name
+    threshold_rule: str = "max_f1"  # max_f1 | sensitivity
+    target_sensitivity: float = 0.9  # for threshold_rule: sensitivity
+    calibration: str = "none"  # none | isotonic | sigmoid
+    batch_size: int = 16
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole run."""
 
@@ -90,6 +108,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    stage2: Stage2Config = field(default_factory=Stage2Config)
     encoders: tuple[str, ...] = ("resnet34", "vgg16", "inceptionresnetv2", "xception")  # for `run`
 
 
@@ -117,7 +136,9 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     """Check and convert a scalar to its field type (YAML and --set give strings or numbers)."""
     args = getattr(hint, "__args__", ())
     optional = type(None) in args
-    if value is None or (isinstance(value, str) and value.lower() in ("null", "none")):
+    if optional and isinstance(value, str) and value.lower() in ("null", "none"):
+        return None
+    if value is None:
         if optional:
             return None
         raise PneumoscopeError(f"config key {key} cannot be null")

@@ -50,6 +50,17 @@ def to_device(batch: dict, device: torch.device, channels_last: bool = False) ->
 
 
 @torch.no_grad()
+def seg_forward(model: nn.Module, images_u8: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Stage-1 probabilities (N, 1, S, S) and head logits (or None) of uint8 images (N, S, S),
+    standardised as in training."""
+    from .data.transforms import standardize
+
+    x = torch.from_numpy(np.stack([standardize(im) for im in images_u8])[:, None]).to(device)
+    logits, cls_logit = split_output(model(x))
+    return torch.sigmoid(logits.float()), cls_logit
+
+
+@torch.no_grad()
 def evaluate(model: nn.Module, batches: Iterable[dict], loss_fn: CompositeLoss, device: torch.device,
              threshold: float = 0.5, amp: bool = False, channels_last: bool = False) -> SegMetrics:
     """Loss and segmentation metrics of ``model`` over ``batches`` (this process's share)."""

@@ -1,8 +1,9 @@
-"""The whole study of the paper from one config: stage 1 per encoder and Table 1.
+"""The whole study of the paper from one config: Table 1, stage 2, Table 2, the report.
 
 ``pneumoscope run`` trains a U-Net for every configured encoder on the same split,
-evaluates each best checkpoint on the test split, writes Table 1 and picks the best
-encoder by validation IoU (the paper's criterion).
+evaluates each best checkpoint on the test split (Table 1), picks the best encoder by
+validation IoU, trains and evaluates the stage-2 classifier on it (Table 2) and writes
+``report.html``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from . import config as config_mod
 from .config import Config
 from .models import canonical_encoder
 from .runfiles import write_json
+from .report import write_report
 from .stage1 import METRIC_KEYS, train_seg
+from .stage2.pipeline import train_cls
 
 TABLE1_COLUMNS = ["encoder", *METRIC_KEYS, "val_iou", "best_epoch", "epochs_run", "seconds"]
 
@@ -51,7 +54,11 @@ def run_study(cfg: Config, out: str | Path) -> dict:
     table1 = run_stage1(cfg, out)
     (out / "tables").mkdir(exist_ok=True)
     table1.to_csv(out / "tables" / "table1.csv", index=False, float_format="%.4f")
-    best = table1.sort_values("val_iou", ascending=False).iloc[0]["encoder"]
-    metrics = {"table1": table1.to_dict("records"), "best_encoder": best, "best_run": str(out / "seg" / best)}
+    best = str(table1.sort_values("val_iou", ascending=False).iloc[0]["encoder"])
+    res = train_cls(out / "seg" / best)
+    res.table2.to_csv(out / "tables" / "table2.csv", index=False, float_format="%.4f")
+    metrics = {"table1": table1.to_dict("records"), "best_encoder": best, "best_run": str(out / "seg" / best),
+               "stage2": res.summary, "table2": res.table2.to_dict("records")}
     write_json(out / "metrics.json", metrics)
+    metrics["report"] = str(write_report(out, cfg, table1, best, res))
     return metrics

@@ -1,0 +1,82 @@
+"""Stage-2 features of cached images: stage-1 probability maps, Phi(I, M), mask statistics.
+
+Computed in batches (progress bar on a terminal) and cached in the run folder as
+``stage2/features-<key>.npz``; the key hashes the cache, the rows and the extractor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data.cache import Cache
+from ..engine import seg_forward
+from .maskstats import MASK_STAT_NAMES, META_NAMES, mask_stats, meta_features
+
+
+@dataclass
+class FeatureSet:
+    """Features of some images, in row order."""
+
+    X: np.ndarray  # float32 (N, D)
+    names: list[str]
+    ids: np.ndarray  # str (N,)
+    labels: np.ndarray  # int (N,), -1 unknown
+    probs: np.ndarray  # float16 (N, S, S): stage-1 probability maps
+
+    def subset(self, idx: np.ndarray) -> "FeatureSet":
+        """The rows ``idx``."""
+        return FeatureSet(self.X[idx], self.names, self.ids[idx], self.labels[idx], self.probs[idx])
+
+
+@torch.no_grad()
+def feature_rows(unet: nn.Module, phi: nn.Module, images: np.ndarray, metas: list[tuple], device: torch.device
+                 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Features of a batch of uint8 images (N, S, S) at the stage-1 size, with (sex, age, view)
+    per image. Returns the feature matrix, the probability maps and the column names."""
+    x01 = torch.from_numpy(images.astype(np.float32) / 255.0)[:, None].to(device)
+    prob, cls_logit = seg_forward(unet, images, device)
+    f_img, f_mask = phi(x01).cpu().numpy(), phi(prob).cpu().numpy()
+    prob_np = prob[:, 0].cpu().numpy()
+    stats = np.stack([mask_stats(p) for p in prob_np])
+    meta = np.stack([meta_features(*m) for m in metas])
+    extra = [torch.sigmoid(cls_logit.float()).view(-1, 1).cpu().numpy()] if cls_logit is not None else []
+    names = ([f"phi_img_{i}" for i in range(f_img.shape[1])] + [f"phi_mask_{i}" for i in range(f_mask.shape[1])]
+             + MASK_STAT_NAMES + (["cls_head_prob"] if extra else []) + META_NAMES)
+    return np.concatenate([f_img, f_mask, stats, *extra, meta], axis=1).astype(np.float32), prob_np, names
+
+
+def compute_features(unet: nn.Module, phi: nn.Module, cache: Cache, rows: np.ndarray, device: torch.device,
+                     batch_size: int = 16, cache_file: Path | None = None) -> FeatureSet:
+    """Features of cache rows ``rows``; reads/writes ``cache_file`` when given."""
+    key = hashlib.sha256(f"{cache.root}|{getattr(phi, 'name', '')}|{rows.tolist()}".encode()).hexdigest()[:16]
+    path = cache_file.with_name(f"{cache_file.stem}-{key}.npz") if cache_file else None
+    if path is not None and path.is_file():
+        z = np.load(path, allow_pickle=False)
+        return FeatureSet(z["X"], z["names"].tolist(), z["ids"], z["labels"], z["probs"])
+    unet.eval().to(device)
+    phi.eval().to(device)
+    idx = cache.index.iloc[rows]
+    metas = list(idx[["sex", "age", "view"]].itertuples(index=False, name=None))
+    chunks = range(0, len(rows), batch_size)
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+        chunks = tqdm(chunks, desc="stage-2 features", leave=False)
+    parts, probs, names = [], [], []
+    for start in chunks:
+        X, prob, names = feature_rows(unet, phi, np.asarray(cache.images[rows[start : start + batch_size]]),
+                                      metas[start : start + batch_size], device)
+        parts.append(X)
+        probs.append(prob.astype(np.float16))
+    fs = FeatureSet(np.concatenate(parts), names, idx["id"].to_numpy(dtype=str), idx["label"].to_numpy().astype(int),
+                    np.concatenate(probs))
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, X=fs.X, names=np.array(fs.names), ids=fs.ids, labels=fs.labels, probs=fs.probs)
+    return fs

@@ -1,0 +1,126 @@
+"""Stage 2 on a trained stage-1 run: data without leakage, features, classifier, Table 2.
+
+No leakage: the images whose features train or evaluate the classifier are never images
+the segmentation model trained on. With the stage-1 dataset, the classifier is fitted on
+the stage-1 validation images and evaluated on the stage-1 test images. With a separate
+classification dataset (``stage2.data``), images whose id is in the stage-1 training split
+are dropped, and the rest is split (stratified, patient-grouped) into fit and evaluation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pandas as pd
+import torch
+
+from ..config import Config
+from ..data.cache import Cache
+from ..data.split import make_split
+from ..errors import PneumoscopeError
+from ..runfiles import load_model, read_config, write_json
+from ..stage1 import prepare_data
+from . import classifier as clf
+from .extractors import build_extractor
+from .features import FeatureSet, compute_features
+
+TABLE2_COLUMNS = ["stage", "class", "precision", "recall", "f1", "support"]
+
+
+@dataclass
+class Stage2Result:
+    """What the report needs from stage 2."""
+
+    summary: dict  # what stage2.json holds
+    table2: pd.DataFrame
+    test: FeatureSet  # evaluation images (ids, labels, probability maps)
+    p_before: np.ndarray
+    p_after: np.ndarray
+    cache: Cache  # where the evaluation images live
+    test_rows: np.ndarray  # their cache rows
+
+
+def _stage1_training_ids(run: Path) -> set[str]:
+    split = pd.read_csv(run / "split.csv", dtype={"id": str}, keep_default_na=False)
+    return set(split.loc[split.split == "train", "id"])
+
+
+def classification_sets(cfg: Config, run: Path) -> tuple[Cache, np.ndarray, np.ndarray, str]:
+    """Cache and (fit rows, evaluation rows) for the classifier, and a sentence on leakage."""
+    s2 = cfg.stage2
+    if s2.data is None:
+        cache, _ = prepare_data(cfg)
+        split = pd.read_csv(run / "split.csv", dtype={"id": str}, keep_default_na=False)
+        part = cache.index["id"].map(dict(zip(split["id"], split["split"]))).fillna("").to_numpy()
+        note = ("Classifier fitted on the stage-1 validation images and evaluated on the stage-1 test images; "
+                "the segmentation model never trained on either (validation only chose its best epoch).")
+        return cache, np.flatnonzero(part == "val"), np.flatnonzero(part == "test"), note
+    dcfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=s2.data, layout=s2.layout))
+    cache, _ = prepare_data(dcfg)
+    seen = _stage1_training_ids(run)
+    usable = (cache.index["label"] >= 0) & ~cache.index["id"].astype(str).isin(seen)
+    dropped = int((cache.index["id"].astype(str).isin(seen)).sum())
+    sub = cache.index[usable]
+    if sub.empty:
+        raise PneumoscopeError(f"{s2.data}: no labelled images the segmentation model did not train on")
+    parts = make_split(sub, 0.0, s2.test_fraction, s2.seed)
+    rows = np.flatnonzero(usable.to_numpy())
+    note = (f"Classifier fitted and evaluated on {s2.data} ({len(rows)} labelled images, "
+            f"{int((parts.split == 'test').sum())} held out for evaluation, stratified and patient-grouped); "
+            f"{dropped} images that the segmentation model trained on were excluded.")
+    return cache, rows[(parts.split == "train").to_numpy()], rows[(parts.split == "test").to_numpy()], note
+
+
+def _table2(before: dict, after: dict) -> pd.DataFrame:
+    rows = []
+    for stage, m in (("before tuning", before), ("after tuning", after)):
+        for cls in ("normal", "pneumothorax"):
+            c = m["per_class"][cls]
+            rows.append({"stage": stage, "class": cls, **{k: c[k] for k in ("precision", "recall", "f1", "support")}})
+    return pd.DataFrame(rows, columns=TABLE2_COLUMNS)
+
+
+def train_cls(run: str | Path, cfg: Config | None = None, device: torch.device | None = None) -> Stage2Result:
+    """Train and evaluate the stage-2 classifier of a stage-1 run; writes ``RUN/stage2/``."""
+    run = Path(run)
+    cfg = cfg or read_config(run)
+    s2 = cfg.stage2
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    unet, _ = load_model(run, device)
+    cache, fit_rows, test_rows, leakage = classification_sets(cfg, run)
+    phi, phi_note = build_extractor(s2.feature_extractor, unet)
+    out = run / "stage2"
+    out.mkdir(exist_ok=True)
+    train = compute_features(unet, phi, cache, fit_rows, device, s2.batch_size, out / "features.npz")
+    test = compute_features(unet, phi, cache, test_rows, device, s2.batch_size, out / "features.npz")
+    for name, fs in (("fit", train), ("evaluation", test)):
+        if len(np.unique(fs.labels)) < 2:
+            raise PneumoscopeError(f"the classifier's {name} set has one class only ({len(fs.labels)} images); "
+                                   "it needs normal and pneumothorax images (see stage2.data)")
+    default = clf.fit({}, train.X, train.labels, s2.seed)
+    p_before = default.predict_proba(test.X)[:, 1]
+    before = clf.classification_metrics(test.labels, p_before, 0.5)
+    tuned = clf.tune(train.X, train.labels, s2.n_iter, s2.cv_folds, s2.scoring, s2.seed)
+    final = clf.fit(tuned.params, train.X, train.labels, s2.seed, s2.calibration, s2.cv_folds)
+    oof = clf.out_of_fold(final, train.X, train.labels, s2.cv_folds, s2.seed)
+    threshold = clf.choose_threshold(train.labels, oof, s2.threshold_rule, s2.target_sensitivity)
+    p_after = final.predict_proba(test.X)[:, 1]
+    after = clf.classification_metrics(test.labels, p_after, threshold)
+    joblib.dump(final, out / "classifier.joblib")
+    summary = {
+        "feature_extractor": phi.name, "feature_note": phi_note, "leakage": leakage,
+        "n_features": len(train.names), "n_fit": len(train.labels), "n_eval": len(test.labels),
+        "threshold": threshold, "threshold_rule": s2.threshold_rule, "calibration": s2.calibration,
+        "tuning": dataclasses.asdict(tuned), "default_params": clf.DEFAULT_PARAMS,
+        "before": before, "after": after,
+    }
+    write_json(out / "stage2.json", summary)
+    (out / "feature_names.json").write_text(json.dumps(train.names))
+    table2 = _table2(before, after)
+    table2.to_csv(out / "table2.csv", index=False, float_format="%.4f")
+    return Stage2Result(summary, table2, test, p_before, p_after, cache, test_rows)
