@@ -9,7 +9,6 @@ network or a filled cache), or a path to a local state dict.
 from __future__ import annotations
 
 import logging
-import socket
 from pathlib import Path
 
 import segmentation_models_pytorch as smp
@@ -18,6 +17,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..errors import PneumoscopeError
+from ..network import host_reachable
 
 # canonical name -> (smp encoder name, role)
 ENCODERS: dict[str, tuple[str, str]] = {
@@ -44,16 +44,8 @@ def canonical_encoder(name: str) -> str:
     return key
 
 
-def _online(host: str = WEIGHTS_HOST, timeout: float = 3.0) -> bool:
-    old = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(timeout)
-    try:
-        socket.getaddrinfo(host, 443)
-        return True
-    except OSError:
-        return False
-    finally:
-        socket.setdefaulttimeout(old)
+def _online(host: str = WEIGHTS_HOST) -> bool:
+    return host_reachable(host)
 
 
 def _load_local_weights(model: smp.Unet, path: Path) -> None:

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import torch
@@ -17,6 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import PneumoscopeError
+from ..network import host_reachable
 
 EXTRACTORS = ("auto", "densenet121", "seg-encoder")
 _MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
@@ -29,21 +29,9 @@ def _densenet_weights_file() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(DenseNet121_Weights.IMAGENET1K_V1.url).name
 
 
-def _reachable(host: str = "download.pytorch.org") -> bool:
-    old = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(3.0)
-    try:
-        socket.getaddrinfo(host, 443)
-        return True
-    except OSError:
-        return False
-    finally:
-        socket.setdefaulttimeout(old)
-
-
 def densenet_available() -> bool:
     """True when DenseNet121 ImageNet weights are cached or downloadable."""
-    return _densenet_weights_file().is_file() or _reachable()
+    return _densenet_weights_file().is_file() or host_reachable("download.pytorch.org")
 
 
 class DenseNetPhi(nn.Module):
