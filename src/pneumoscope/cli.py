@@ -75,11 +75,27 @@ def cmd_evaluate_seg(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from .infer import predict_files
+    from .infer import PredictOptions, predict_files
 
-    rows = predict_files(args.run, args.inputs, args.out, args.batch_size, args.skip_bad, args.device)
-    print(f"predicted {len(rows)} images; {sum(r['mask_area_px'] > 0 for r in rows)} with a mask; "
-          f"wrote {Path(args.out) / 'predictions.csv'}")
+    opts = PredictOptions(backend=args.backend, precision=args.precision, compile=args.compile, tta=args.tta,
+                          postprocess=not args.no_postprocess, batch_size=args.batch_size, workers=args.workers,
+                          gradcam=args.gradcam, submission=args.submission, skip_bad=args.skip_bad, device=args.device,
+                          resume=not args.no_resume)
+    r = predict_files(args.run, args.inputs, args.out, opts)
+    for note in r["notes"]:
+        print(note)
+    print(f"predicted {r['predicted']} images ({r['images_per_second']:.2f} img/s)"
+          + (f", {r['already_done']} already done" if r["already_done"] else "")
+          + (f", skipped {r['skipped']} (see skipped.csv)" if r["skipped"] else "")
+          + f"; wrote {Path(args.out) / 'predictions.csv'}" + (f" and {args.submission}" if args.submission else ""))
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from .export import export_onnx
+
+    path, report = export_onnx(args.run, args.out)
+    worst = max(c["max_abs_diff"] for c in report["checks"].values())
+    print(f"exported {path}; parity with PyTorch float32: max |prob diff| {worst:.2e} (< {report['tolerance']}), masks equal")
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -174,10 +190,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--run", required=True)
     s.add_argument("inputs", nargs="+", help="image files or folders")
     s.add_argument("--out", required=True)
+    s.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
+                   help="auto: the fastest backend that matches float32 on this machine")
+    s.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"], help="torch backend precision")
+    s.add_argument("--compile", action="store_true", help="torch.compile the torch backend")
+    s.add_argument("--tta", default="none", choices=["none", "hflip"], help="test-time augmentation")
+    s.add_argument("--no-postprocess", action="store_true", help="plain 0.5 threshold instead of the run's searched rule")
+    s.add_argument("--gradcam", action="store_true", help="also write Grad-CAM heatmaps (a visual aid)")
+    s.add_argument("--submission", help="write a SIIM submission CSV (ImageId,EncodedPixels)")
     s.add_argument("--batch-size", type=int, default=8)
+    s.add_argument("--workers", type=int, default=2, help="decoding threads")
     s.add_argument("--device", default="auto")
+    s.add_argument("--no-resume", action="store_true", help="start over instead of skipping files already predicted")
     s.add_argument("--skip-bad", action="store_true", help="skip unreadable files and list them in skipped.csv")
     s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("export", help="export a run's U-Net to ONNX with a parity check")
+    s.add_argument("--run", required=True)
+    s.add_argument("--format", default="onnx", choices=["onnx"])
+    s.add_argument("--out", help="output file (default: RUN/model.onnx)")
+    s.set_defaults(func=cmd_export)
+
     s = sub.add_parser("train-cls", help="stage 2: features + tuned XGBoost on a trained stage-1 run")
     s.add_argument("--run", required=True, help="a stage-1 run folder (train-seg output)")
     s.add_argument("--data", help="classification dataset (default: the run's val/test images)")

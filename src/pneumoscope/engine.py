@@ -62,8 +62,11 @@ def seg_forward(model: nn.Module, images_u8: np.ndarray, device: torch.device) -
 
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Iterable[dict], loss_fn: CompositeLoss, device: torch.device,
-             threshold: float = 0.5, amp: bool = False, channels_last: bool = False) -> SegMetrics:
-    """Loss and segmentation metrics of ``model`` over ``batches`` (this process's share)."""
+             threshold: float = 0.5, amp: bool = False, channels_last: bool = False,
+             collect: list | None = None) -> SegMetrics:
+    """Loss and segmentation metrics of ``model`` over ``batches`` (this process's share).
+
+    When ``collect`` is a list, each batch's probability maps (float16, N x S x S) are appended."""
     model.eval()
     acc = SegMetrics()
     for batch in batches:
@@ -71,5 +74,8 @@ def evaluate(model: nn.Module, batches: Iterable[dict], loss_fn: CompositeLoss, 
         with autocast(device, amp):
             logits, cls_logit = split_output(model(x))
         loss, _ = loss_fn(logits, y, cls_logit, label)
-        acc.update(torch.sigmoid(logits.float()) > threshold, y, float(loss))
+        prob = torch.sigmoid(logits.float())
+        acc.update(prob > threshold, y, float(loss))
+        if collect is not None:
+            collect.append(prob[:, 0].cpu().numpy().astype(np.float16))
     return acc

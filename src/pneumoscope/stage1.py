@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from . import config as config_mod
-from . import distributed
+from . import distributed, postprocess
 from .config import Config
 from .data.cache import Cache, build_cache, default_cache_dir
 from .data.dataset import SegDataset
@@ -22,7 +22,9 @@ from .data.synth import generate
 from .engine import evaluate
 from .errors import BadItemError, PneumoscopeError
 from .losses import CompositeLoss
+from .metrics import SegMetrics
 from .models import canonical_encoder
+from .postprocess import Rule
 from .runfiles import load_model, read_config, write_json, write_skipped
 from .train import train_segmentation
 
@@ -91,6 +93,7 @@ def train_seg(cfg: Config, out: str | Path, resume: bool = False) -> dict:
         state = train_segmentation(cfg, cache, split, out, info, device, resume)
         metrics: dict = {}
         if info.is_main:
+            search_postprocess(out, cache, np.flatnonzero(split == "val"), device)
             part = "test" if (split == "test").any() else "val"
             metrics = evaluate_rows(out, cache, np.flatnonzero(split == part), device)
             metrics.update(split=part, encoder=cfg.model.encoder, size=cfg.data.size, epochs_run=state.epoch,
@@ -101,13 +104,36 @@ def train_seg(cfg: Config, out: str | Path, resume: bool = False) -> dict:
         distributed.cleanup(info)
 
 
-def evaluate_rows(run: Path, cache: Cache, rows: np.ndarray, device: torch.device | None = None) -> dict:
-    """Metrics of a run's best checkpoint over some cache rows."""
+def _evaluate_probs(run: Path, cache: Cache, rows: np.ndarray, device: torch.device | None) -> tuple[dict, np.ndarray]:
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, cfg = load_model(run, device)
     dl = DataLoader(SegDataset(cache, rows), batch_size=cfg.train.batch_size, shuffle=False)
-    acc = evaluate(model, dl, CompositeLoss(cfg.loss), device, cfg.train.threshold)
-    return acc.compute()
+    probs: list[np.ndarray] = []
+    acc = evaluate(model, dl, CompositeLoss(cfg.loss), device, cfg.train.threshold, collect=probs)
+    return acc.compute(), np.concatenate(probs)
+
+
+def search_postprocess(run: Path, cache: Cache, rows: np.ndarray, device: torch.device | None = None) -> Rule:
+    """Search the threshold triplet on ``rows`` (validation) and save ``RUN/postprocess.json``."""
+    _, probs = _evaluate_probs(run, cache, rows, device)
+    rule, score, plain = postprocess.search(probs, np.asarray(cache.masks[rows]))
+    rule.save(run / "postprocess.json", score, plain)
+    return rule
+
+
+def evaluate_rows(run: Path, cache: Cache, rows: np.ndarray, device: torch.device | None = None) -> dict:
+    """Metrics of a run's best checkpoint over some cache rows; with the run's post-processing
+    rule (when it has one) also under ``postprocessed``."""
+    metrics, probs = _evaluate_probs(run, cache, rows, device)
+    rule_file = run / "postprocess.json"
+    if rule_file.is_file():
+        rule = Rule.load(rule_file)
+        acc = SegMetrics()
+        acc.update(rule.apply(probs), np.asarray(cache.masks[rows]))
+        pp = acc.compute()
+        pp.pop("loss")
+        metrics["postprocessed"] = {**pp, "rule": dataclasses.asdict(rule)}
+    return metrics
 
 
 def evaluate_seg(run: str | Path, data: str | None = None, split: str = "auto", layout: str = "auto",

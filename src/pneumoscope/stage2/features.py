@@ -36,20 +36,20 @@ class FeatureSet:
 
 
 @torch.no_grad()
-def feature_rows(unet: nn.Module, phi: nn.Module, images: np.ndarray, metas: list[tuple], device: torch.device
-                 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Features of a batch of uint8 images (N, S, S) at the stage-1 size, with (sex, age, view)
-    per image. Returns the feature matrix, the probability maps and the column names."""
+def feature_rows(phi: nn.Module, images: np.ndarray, probs: np.ndarray, cls_logits: np.ndarray | None,
+                 metas: list[tuple], device: torch.device) -> tuple[np.ndarray, list[str]]:
+    """Features of a batch: uint8 images (N, S, S) at the stage-1 size, their stage-1
+    probability maps (N, S, S), head logits (or None) and (sex, age, view) per image.
+    Returns the feature matrix and the column names."""
     x01 = torch.from_numpy(images.astype(np.float32) / 255.0)[:, None].to(device)
-    prob, cls_logit = seg_forward(unet, images, device)
+    prob = torch.from_numpy(np.asarray(probs, dtype=np.float32))[:, None].to(device)
     f_img, f_mask = phi(x01).cpu().numpy(), phi(prob).cpu().numpy()
-    prob_np = prob[:, 0].cpu().numpy()
-    stats = np.stack([mask_stats(p) for p in prob_np])
+    stats = np.stack([mask_stats(p) for p in np.asarray(probs, dtype=np.float32)])
     meta = np.stack([meta_features(*m) for m in metas])
-    extra = [torch.sigmoid(cls_logit.float()).view(-1, 1).cpu().numpy()] if cls_logit is not None else []
+    extra = [1.0 / (1.0 + np.exp(-np.asarray(cls_logits, dtype=np.float32).reshape(-1, 1)))] if cls_logits is not None else []
     names = ([f"phi_img_{i}" for i in range(f_img.shape[1])] + [f"phi_mask_{i}" for i in range(f_mask.shape[1])]
              + MASK_STAT_NAMES + (["cls_head_prob"] if extra else []) + META_NAMES)
-    return np.concatenate([f_img, f_mask, stats, *extra, meta], axis=1).astype(np.float32), prob_np, names
+    return np.concatenate([f_img, f_mask, stats, *extra, meta], axis=1).astype(np.float32), names
 
 
 def compute_features(unet: nn.Module, phi: nn.Module, cache: Cache, rows: np.ndarray, device: torch.device,
@@ -70,8 +70,11 @@ def compute_features(unet: nn.Module, phi: nn.Module, cache: Cache, rows: np.nda
         chunks = tqdm(chunks, desc="stage-2 features", leave=False)
     parts, probs, names = [], [], []
     for start in chunks:
-        X, prob, names = feature_rows(unet, phi, np.asarray(cache.images[rows[start : start + batch_size]]),
-                                      metas[start : start + batch_size], device)
+        images = np.asarray(cache.images[rows[start : start + batch_size]])
+        prob_t, cls_logit = seg_forward(unet, images, device)
+        prob = prob_t[:, 0].cpu().numpy()
+        X, names = feature_rows(phi, images, prob, None if cls_logit is None else cls_logit.cpu().numpy(),
+                                metas[start : start + batch_size], device)
         parts.append(X)
         probs.append(prob.astype(np.float16))
     fs = FeatureSet(np.concatenate(parts), names, idx["id"].to_numpy(dtype=str), idx["label"].to_numpy().astype(int),
