@@ -142,6 +142,16 @@ def cmd_train_cls(args: argparse.Namespace) -> None:
     print(f"{res.summary['leakage']}\nwrote {Path(args.run) / 'stage2'}")
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from .serve.app import create_app
+
+    app = create_app(args.run, args.max_upload_mb, args.keep_uploads, backend=args.backend)
+    print(f"serving {args.run} on http://{args.host}:{args.port}/ (viewer at /, API docs at /docs)")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     p = argparse.ArgumentParser(prog="pneumoscope", description="Pneumothorax segmentation and detection in chest X-rays.")
@@ -204,6 +214,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-resume", action="store_true", help="start over instead of skipping files already predicted")
     s.add_argument("--skip-bad", action="store_true", help="skip unreadable files and list them in skipped.csv")
     s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("serve", help="HTTP API (POST /predict) and web viewer for a trained run")
+    s.add_argument("--run", required=True)
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--max-upload-mb", type=float, default=50.0)
+    s.add_argument("--keep-uploads", metavar="DIR", help="keep uploaded files in DIR (default: memory only)")
+    s.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
+    s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("export", help="export a run's U-Net to ONNX with a parity check")
     s.add_argument("--run", required=True)

@@ -64,7 +64,7 @@ class Predictor:
         want = opts.device
         self.device = torch.device("cuda" if want == "auto" and torch.cuda.is_available() else ("cpu" if want == "auto" else want))
         self.model, cfg = load_model(self.run, self.device)
-        self.size, self.threshold = cfg.data.size, cfg.train.threshold
+        self.size, self.threshold, self.encoder = cfg.data.size, cfg.train.threshold, cfg.model.encoder
         rule_file = self.run / "postprocess.json"
         self.rule = Rule.load(rule_file) if opts.postprocess and rule_file.is_file() else Rule(self.threshold, 0.0, self.threshold)
         self.backend = None

@@ -7,8 +7,9 @@ air is always dark. Sex, age and view position are returned as metadata.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -51,13 +52,13 @@ def _dicom_metadata(ds: Any) -> dict[str, Any]:
     }
 
 
-def read_dicom(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
-    """Read a DICOM radiograph as float32 [0, 1] (air dark) plus its metadata."""
+def read_dicom(path: Path | BinaryIO) -> tuple[np.ndarray, dict[str, Any]]:
+    """Read a DICOM radiograph (path or binary file object) as float32 [0, 1] (air dark) plus its metadata."""
     import pydicom
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     try:
-        ds = pydicom.dcmread(str(path))
+        ds = pydicom.dcmread(path if not isinstance(path, Path) else str(path))
         raw = ds.pixel_array
     except Exception as exc:  # pydicom raises many types for broken files
         raise PneumoscopeError(f"{path}: not a readable DICOM image ({exc.__class__.__name__}: {exc})") from exc
@@ -74,8 +75,9 @@ def read_dicom(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
     return img, _dicom_metadata(ds)
 
 
-def read_raster(path: Path) -> np.ndarray:
-    """Read PNG/JPEG (greyscale, RGB, RGBA, 8 or 16 bit) as one float32 channel in [0, 1]."""
+def read_raster(path: Path | BinaryIO) -> np.ndarray:
+    """Read PNG/JPEG (greyscale, RGB, RGBA, 8 or 16 bit; path or binary file object) as one
+    float32 channel in [0, 1]."""
     try:
         with Image.open(path) as im:
             im.load()
@@ -102,6 +104,30 @@ def read_image(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
     if is_dicom(path):
         return read_dicom(path)
     return read_raster(path), {}
+
+
+def sniff(data: bytes) -> str:
+    """The image format from its bytes (not its name): ``dicom``, ``png`` or ``jpeg``; else raise."""
+    if len(data) >= 132 and data[128:132] == b"DICM":
+        return "dicom"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    if data[:3] == b"\xff\xd8\xff":
+        return "jpeg"
+    raise PneumoscopeError("unsupported file: not DICOM, PNG or JPEG (checked by content)")
+
+
+def read_image_bytes(data: bytes, name: str = "upload") -> tuple[np.ndarray, dict[str, Any], str]:
+    """Decode an in-memory DICOM/PNG/JPEG (format sniffed from the bytes); returns image, metadata, format."""
+    kind = sniff(data)
+    buf = io.BytesIO(data)
+    try:
+        if kind == "dicom":
+            img, meta = read_dicom(buf)
+            return img, meta, kind
+        return read_raster(buf), {}, kind
+    except PneumoscopeError as exc:
+        raise PneumoscopeError(f"{name}: " + str(exc).split(": ", 1)[-1]) from exc
 
 
 def read_mask(path: str | Path, expected_shape: tuple[int, int] | None = None) -> np.ndarray:

@@ -1,0 +1,166 @@
+"""FastAPI app: ``POST /predict``, picture endpoints, ``/health`` and the viewer at ``/``.
+
+The model is loaded once. Inference runs in worker threads behind one lock (one batch at a
+time, so memory stays bounded); at most ``max_waiting`` requests wait for it, more are
+answered 503. Uploads are size-limited, their format is checked by content, and they are
+kept only in memory unless ``keep_uploads`` names a folder. Nothing a client sends names a
+path on the server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import anyio
+import cv2
+import numpy as np
+from fastapi import FastAPI, HTTPException, Request, UploadFile
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from .. import __version__
+from ..data.io import read_image_bytes
+from ..data.rle import encode
+from ..errors import PneumoscopeError
+from ..infer import PredictOptions, Predictor
+from .store import Entry, Store
+
+VIEWER = Path(__file__).with_name("viewer.html")
+MAX_SIDE = 1024
+
+
+def _png(img_bgr_or_rgba: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", img_bgr_or_rgba)
+    return buf.tobytes()
+
+
+def _downscale(a: np.ndarray, interp: int) -> np.ndarray:
+    scale = min(1.0, MAX_SIDE / max(a.shape))
+    if scale >= 1.0:
+        return a
+    return cv2.resize(a, (round(a.shape[1] * scale), round(a.shape[0] * scale)), interpolation=interp)
+
+
+def create_app(run: str | Path, max_upload_mb: float = 50.0, keep_uploads: str | Path | None = None,
+               max_waiting: int = 32, backend: str = "auto", predictor: Predictor | None = None) -> FastAPI:
+    """The app for a trained run (a stage-1 run folder, with ``stage2/`` when it has one)."""
+    run = Path(run)
+    pred = predictor or Predictor(run, PredictOptions(backend=backend))
+    limit = int(max_upload_mb * 1024 * 1024)
+    lock = threading.Lock()
+    waiting = threading.BoundedSemaphore(max_waiting)
+    store = Store()
+    cfg_hash = hashlib.sha256((run / "config.yaml").read_bytes()).hexdigest()[:12] if (run / "config.yaml").is_file() else ""
+    keep = Path(keep_uploads) if keep_uploads else None
+    app = FastAPI(title="pneumoscope", version=__version__,
+                  description="Pneumothorax segmentation (U-Net) and detection (XGBoost) on chest radiographs.")
+
+    def infer(data: bytes, filename: str) -> dict:
+        t0 = time.perf_counter()
+        img, meta, kind = read_image_bytes(data, "upload")
+        with lock:
+            t1 = time.perf_counter()
+            (prob,), (mask,), p_cls = pred.predict([img], [meta])
+            t2 = time.perf_counter()
+        key = uuid.uuid4().hex
+        store.put(key, Entry(_downscale(img, cv2.INTER_AREA), _downscale(mask.astype(np.uint8), cv2.INTER_NEAREST) > 0))
+        if keep is not None:
+            keep.mkdir(parents=True, exist_ok=True)
+            (keep / f"{key}.{ {'dicom': 'dcm', 'png': 'png', 'jpeg': 'jpg'}[kind]}").write_bytes(data)
+        decision = None if p_cls is None else bool(p_cls[0] >= pred.cls_threshold)
+        return {
+            "id": key, "filename": filename, "format": kind, "width": int(img.shape[1]), "height": int(img.shape[0]),
+            "p_pneumothorax": None if p_cls is None else round(float(p_cls[0]), 6),
+            "decision": None if decision is None else ("pneumothorax" if decision else "normal"),
+            "threshold": pred.cls_threshold,
+            "mask_area_px": int(mask.sum()), "mask_fraction_of_image": round(float(mask.mean()), 6),
+            "mask_fraction_of_lung": None,  # needs a lung segmentation, which the model does not produce
+            "max_prob": round(float(prob.max()), 6), "mask_rle": encode(mask),
+            "metadata": {k: (None if isinstance(v, float) and v != v else v) for k, v in meta.items()},
+            "model": {"run": run.name, "encoder": pred.encoder, "size": pred.size, "backend": getattr(pred.backend, "name", None),
+                      "config_sha256": cfg_hash, "postprocess": pred.rule.__dict__},
+            "timing_ms": {"decode": round((t1 - t0) * 1000, 1), "inference": round((t2 - t1) * 1000, 1),
+                          "total": round((time.perf_counter() - t0) * 1000, 1)},
+            "overlay_url": f"/predict/{key}/overlay.png", "mask_url": f"/predict/{key}/mask.png",
+            "image_url": f"/predict/{key}/image.png", "gradcam_url": f"/predict/{key}/gradcam.png",
+        }
+
+    async def read_limited(upload: UploadFile) -> bytes:
+        chunks, size = [], 0
+        while chunk := await upload.read(1 << 20):
+            size += len(chunk)
+            if size > limit:
+                raise HTTPException(413, f"upload larger than {max_upload_mb:g} MB")
+            chunks.append(chunk)
+        if size == 0:
+            raise HTTPException(400, "empty upload")
+        return b"".join(chunks)
+
+    @app.post("/predict", summary="Segment and classify one DICOM, PNG or JPEG radiograph")
+    async def predict(file: UploadFile, request: Request) -> JSONResponse:
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > limit + 65536:
+            raise HTTPException(413, f"upload larger than {max_upload_mb:g} MB")
+        data = await read_limited(file)
+        if not waiting.acquire(blocking=False):
+            raise HTTPException(503, "server busy: too many requests waiting; retry shortly")
+        try:
+            return JSONResponse(await anyio.to_thread.run_sync(infer, data, file.filename or "upload"))
+        except PneumoscopeError as exc:
+            status = 415 if "unsupported file" in str(exc) else 422
+            raise HTTPException(status, str(exc)) from exc
+        finally:
+            waiting.release()
+
+    def entry(key: str) -> Entry:
+        e = store.get(key)
+        if e is None:
+            raise HTTPException(404, "unknown or expired prediction id")
+        return e
+
+    def picture(key: str, name: str, render) -> Response:
+        e = entry(key)
+        if name not in e.pictures:
+            e.pictures[name] = _png(render(e))
+        return Response(e.pictures[name], media_type="image/png")
+
+    @app.get("/predict/{key}/overlay.png", summary="Radiograph with the predicted mask in red")
+    def overlay_png(key: str) -> Response:
+        from ..overlay import overlay
+        return picture(key, "overlay", lambda e: overlay(e.image, e.mask))
+
+    @app.get("/predict/{key}/image.png", summary="The radiograph as decoded (at most 1024 px)")
+    def image_png(key: str) -> Response:
+        return picture(key, "image", lambda e: np.clip(np.rint(e.image * 255), 0, 255).astype(np.uint8))
+
+    @app.get("/predict/{key}/mask.png", summary="The predicted mask as a transparent red layer")
+    def mask_png(key: str) -> Response:
+        def render(e: Entry) -> np.ndarray:
+            rgba = np.zeros((*e.mask.shape, 4), np.uint8)
+            rgba[e.mask] = (0, 0, 255, 255)
+            return rgba
+        return picture(key, "mask", render)
+
+    @app.get("/predict/{key}/gradcam.png", summary="Grad-CAM heatmap layer (a visual aid, not a validated explanation)")
+    def gradcam_png(key: str) -> Response:
+        def render(e: Entry) -> np.ndarray:
+            with lock:
+                heat = pred.gradcam([e.image])[0]
+            colour = cv2.applyColorMap(np.clip(heat * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)
+            return np.dstack([colour, np.clip(heat * 255, 0, 255).astype(np.uint8)])
+        return picture(key, "gradcam", render)
+
+    @app.get("/health", summary="Model loaded, backend, version")
+    def health() -> dict:
+        return {"status": "ok", "model_loaded": True, "run": run.name, "encoder": pred.encoder,
+                "backend": getattr(pred.backend, "name", None) or f"{backend} (chosen at the first request)",
+                "stage2": pred.classifier is not None, "version": __version__}
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def viewer() -> HTMLResponse:
+        return HTMLResponse(VIEWER.read_text())
+
+    return app

@@ -1,0 +1,112 @@
+"""The HTTP API with FastAPI's test client: good inputs, each class of bad input, concurrency."""
+
+import io
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from pneumoscope import infer  # noqa: E402
+from pneumoscope.cli import main  # noqa: E402
+from pneumoscope.data.rle import decode  # noqa: E402
+from pneumoscope.serve.app import create_app  # noqa: E402
+from tests.helpers import write_dicom  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def run(tiny_synth, tmp_path_factory):
+    r = tmp_path_factory.mktemp("srv") / "run"
+    assert main(["train-seg", "--data", str(tiny_synth), "--out", str(r), "--size", "64", "--epochs", "1",
+                 "--batch-size", "8", "--set", "train.progress=false", "--set", "data.val_fraction=0.3",
+                 "--set", "data.test_fraction=0.3"]) == 0
+    assert main(["train-cls", "--run", str(r), "--set", "stage2.n_iter=2", "--set", "stage2.cv_folds=2"]) == 0
+    return r
+
+
+@pytest.fixture(scope="module")
+def client(run):
+    return TestClient(create_app(run, max_upload_mb=1, backend="torch"))
+
+
+def _png(tiny_synth) -> bytes:
+    return sorted((tiny_synth / "png_images").glob("*_1_.png"))[0].read_bytes()
+
+
+def test_png_prediction_and_pictures(client, tiny_synth):
+    r = client.post("/predict", files={"file": ("scan.png", _png(tiny_synth), "image/png")})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert 0 <= body["p_pneumothorax"] <= 1 and body["decision"] in ("normal", "pneumothorax")
+    assert body["threshold"] is not None and (body["width"], body["height"]) == (96, 96)
+    mask = decode(body["mask_rle"], 96, 96)
+    assert mask.sum() == body["mask_area_px"]
+    assert body["model"]["encoder"] == "resnet18" and body["timing_ms"]["total"] > 0
+    for url in ("overlay_url", "image_url", "mask_url", "gradcam_url"):
+        pic = client.get(body[url])
+        assert pic.status_code == 200 and pic.headers["content-type"] == "image/png"
+        assert Image.open(io.BytesIO(pic.content)).size == (96, 96)
+
+
+def test_dicom_with_metadata(client, tmp_path):
+    path = write_dicom(tmp_path / "x.dcm", (np.random.default_rng(0).random((80, 80)) * 4000).astype(np.uint16),
+                       sex="F", age="033Y", view="AP")
+    r = client.post("/predict", files={"file": ("anything.bin", path.read_bytes(), "application/octet-stream")})
+    assert r.status_code == 200, r.text
+    assert r.json()["format"] == "dicom" and r.json()["metadata"]["sex"] == "F" and r.json()["metadata"]["age"] == 33
+
+
+@pytest.mark.parametrize("name,data,status,needle", [
+    ("notes.png", b"just some text, not an image", 415, "not DICOM, PNG or JPEG"),
+    ("broken.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 64, 422, "not a readable image"),
+    ("broken.dcm", b"\x00" * 128 + b"DICM" + b"\x02\x00" * 30, 422, "not a readable DICOM"),
+    ("empty.png", b"", 400, "empty upload"),
+    ("big.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * (2 * 1024 * 1024), 413, "larger than 1 MB"),
+])
+def test_bad_uploads_are_4xx_with_a_message(client, name, data, status, needle):
+    r = client.post("/predict", files={"file": (name, data, "image/png")})
+    assert r.status_code == status and needle in r.json()["detail"]
+
+
+def test_unknown_id_and_path_like_ids(client):
+    assert client.get("/predict/deadbeef/overlay.png").status_code == 404
+    assert client.get("/predict/..%2F..%2Fetc%2Fpasswd/overlay.png").status_code == 404
+
+
+def test_health_openapi_and_viewer(client):
+    h = client.get("/health").json()
+    assert h["model_loaded"] and h["stage2"] and h["version"]
+    assert "/predict" in client.get("/openapi.json").json()["paths"]
+    page = client.get("/").text
+    assert "pneumoscope" in page and "http://" not in page and "https://" not in page  # no CDN
+
+
+def test_concurrent_requests_share_one_model(run, tiny_synth, monkeypatch):
+    loads = []
+    original = infer.load_model
+    monkeypatch.setattr(infer, "load_model", lambda *a, **k: loads.append(1) or original(*a, **k))
+    app_client = TestClient(create_app(run, backend="torch"))
+    data = _png(tiny_synth)
+    active, peak = [0], [0]
+    lock = threading.Lock()
+
+    def post(i):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        try:
+            return app_client.post("/predict", files={"file": (f"{i}.png", data, "image/png")})
+        finally:
+            with lock:
+                active[0] -= 1
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(post, range(16)))
+    assert [r.status_code for r in results] == [200] * 16
+    assert len({r.json()["id"] for r in results}) == 16
+    assert len({r.json()["mask_rle"] for r in results}) == 1  # same input, same answer under load
+    assert len(loads) == 1 and peak[0] > 1

@@ -1,0 +1,79 @@
+"""End to end in a real browser: headless Debian Chromium driven by Playwright opens the viewer,
+uploads a radiograph, waits for the overlay and the probability, and saves a screenshot."""
+
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.serve.test_api import _png, run  # noqa: F401  (module fixture reused)
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium browser installed (apt-get install chromium)")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def server(run):  # noqa: F811
+    import uvicorn
+
+    from pneumoscope.serve.app import create_app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(create_app(run, backend="torch"), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    for _ in range(100):
+        if srv.started:
+            break
+        time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}/"
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def page():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        pg = browser.new_page(viewport={"width": 1280, "height": 900})
+        yield pg
+        browser.close()
+
+
+def test_upload_shows_overlay_and_probability(server, page, tiny_synth, tmp_path):
+    upload = tmp_path / "scan.png"
+    upload.write_bytes(_png(tiny_synth))
+    page.goto(server)
+    page.set_input_files("#file", str(upload))
+    page.wait_for_function("document.getElementById('prob').textContent !== '–'", timeout=60000)
+    page.wait_for_function("document.getElementById('base').naturalWidth > 0 && document.getElementById('mask').naturalWidth > 0",
+                           timeout=60000)
+    prob = float(page.text_content("#prob"))
+    assert 0 <= prob <= 1
+    assert page.text_content("#decision") in ("normal", "pneumothorax")
+    page.check("#show-cam")
+    page.wait_for_function("document.getElementById('cam').naturalWidth > 0", timeout=60000)
+    shot = Path(os.environ.get("PNEUMOSCOPE_SCREENSHOTS", tmp_path)) / "viewer.png"
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+    assert not page.is_visible("#error")
+
+
+def test_bad_file_shows_a_readable_error(server, page, tmp_path):
+    bad = tmp_path / "notes.png"
+    bad.write_text("this is not a radiograph")
+    page.goto(server)
+    page.set_input_files("#file", str(bad))
+    page.wait_for_selector("#error", state="visible", timeout=30000)
+    text = page.text_content("#error")
+    assert "notes.png" in text and "not DICOM, PNG or JPEG" in text and "415" in text
