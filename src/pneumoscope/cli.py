@@ -72,6 +72,10 @@ def cmd_evaluate_seg(args: argparse.Namespace) -> None:
           + ", ".join(f"{k} {m[k]:.4f}" for k in ("loss", "iou", "iou_pos", "dice_kaggle", "dice_pos", "pixel_accuracy")
                       if m[k] == m[k])
           + f"; wrote {Path(args.run) / 'metrics.json'}")
+    if "postprocessed" in m:
+        pp = m["postprocessed"]
+        print("with post-processing " + ", ".join(f"{k} {pp[k]:.4f}" for k in ("iou", "iou_pos", "dice_kaggle", "dice_pos")
+                                                    if pp[k] is not None and pp[k] == pp[k]) + f" (rule {pp['rule']})")
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
