@@ -169,8 +169,7 @@ def _append_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
         w.writerows(rows)
 
 
-def predict_files(run: str | Path, inputs: list[str | Path], out: str | Path, opts: PredictOptions = PredictOptions(),
-                  log=print) -> dict:
+def predict_files(run: str | Path, inputs: list[str | Path], out: str | Path, opts: PredictOptions = PredictOptions()) -> dict:
     """Predict every image under ``inputs`` into ``out``; returns counts, throughput and backend notes."""
     files = list_images(list(inputs))
     if not files:

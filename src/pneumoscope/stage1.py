@@ -93,9 +93,9 @@ def train_seg(cfg: Config, out: str | Path, resume: bool = False) -> dict:
         state = train_segmentation(cfg, cache, split, out, info, device, resume)
         metrics: dict = {}
         if info.is_main:
-            search_postprocess(out, cache, np.flatnonzero(split == "val"), device)
             part = "test" if (split == "test").any() else "val"
-            metrics = evaluate_rows(out, cache, np.flatnonzero(split == part), device)
+            metrics = evaluate_rows(out, cache, np.flatnonzero(split == part), device,
+                                    search_rows=np.flatnonzero(split == "val"))
             metrics.update(split=part, encoder=cfg.model.encoder, size=cfg.data.size, epochs_run=state.epoch,
                            best_epoch=state.best_epoch, n_skipped=len(skipped))
             write_json(out / "metrics.json", metrics)
@@ -104,28 +104,29 @@ def train_seg(cfg: Config, out: str | Path, resume: bool = False) -> dict:
         distributed.cleanup(info)
 
 
-def _evaluate_probs(run: Path, cache: Cache, rows: np.ndarray, device: torch.device | None) -> tuple[dict, np.ndarray]:
-    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model, cfg = load_model(run, device)
+def _evaluate_probs(model: torch.nn.Module, cfg: Config, cache: Cache, rows: np.ndarray,
+                    device: torch.device) -> tuple[dict, np.ndarray]:
     dl = DataLoader(SegDataset(cache, rows), batch_size=cfg.train.batch_size, shuffle=False)
     probs: list[np.ndarray] = []
     acc = evaluate(model, dl, CompositeLoss(cfg.loss), device, cfg.train.threshold, collect=probs)
     return acc.compute(), np.concatenate(probs)
 
 
-def search_postprocess(run: Path, cache: Cache, rows: np.ndarray, device: torch.device | None = None) -> Rule:
-    """Search the threshold triplet on ``rows`` (validation) and save ``RUN/postprocess.json``."""
-    _, probs = _evaluate_probs(run, cache, rows, device)
-    rule, score, plain = postprocess.search(probs, np.asarray(cache.masks[rows]))
-    rule.save(run / "postprocess.json", score, plain)
-    return rule
+def evaluate_rows(run: Path, cache: Cache, rows: np.ndarray, device: torch.device | None = None,
+                  search_rows: np.ndarray | None = None) -> dict:
+    """Metrics of a run's best checkpoint over some cache rows.
 
-
-def evaluate_rows(run: Path, cache: Cache, rows: np.ndarray, device: torch.device | None = None) -> dict:
-    """Metrics of a run's best checkpoint over some cache rows; with the run's post-processing
-    rule (when it has one) also under ``postprocessed``."""
-    metrics, probs = _evaluate_probs(run, cache, rows, device)
+    With ``search_rows`` (validation rows), first searches the post-processing triplet on them
+    and saves ``RUN/postprocess.json``. When the run has a rule, the metrics with it are added
+    under ``postprocessed``."""
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model, cfg = load_model(run, device)
     rule_file = run / "postprocess.json"
+    if search_rows is not None and len(search_rows):
+        _, val_probs = _evaluate_probs(model, cfg, cache, search_rows, device)
+        rule, score, plain = postprocess.search(val_probs, np.asarray(cache.masks[search_rows]))
+        rule.save(rule_file, score, plain)
+    metrics, probs = _evaluate_probs(model, cfg, cache, rows, device)
     if rule_file.is_file():
         rule = Rule.load(rule_file)
         acc = SegMetrics()
