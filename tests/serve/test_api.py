@@ -81,6 +81,9 @@ def test_health_openapi_and_viewer(client):
     h = client.get("/health").json()
     assert h["model_loaded"] and h["stage2"] and h["version"]
     assert "/predict" in client.get("/openapi.json").json()["paths"]
+    docs = client.get("/docs").text
+    assert "/docs-static/swagger-ui-bundle.js" in docs and "cdn" not in docs.lower()
+    assert client.get("/docs-static/swagger-ui-bundle.js").status_code == 200
     page = client.get("/").text
     assert "pneumoscope" in page and "http://" not in page and "https://" not in page  # no CDN
 

@@ -44,6 +44,22 @@ def _downscale(a: np.ndarray, interp: int) -> np.ndarray:
     return cv2.resize(a, (round(a.shape[1] * scale), round(a.shape[0] * scale)), interpolation=interp)
 
 
+def _offline_docs(app: FastAPI) -> None:
+    """The OpenAPI page at /docs with Swagger UI served from this server (no CDN)."""
+    import fastapi_offline
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+
+    static = Path(fastapi_offline.__file__).parent / "static"  # a vendored Swagger UI, used as plain files
+    app.mount("/docs-static", StaticFiles(directory=static), name="docs-static")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="pneumoscope API",
+                                   swagger_js_url="/docs-static/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-static/swagger-ui.css", swagger_favicon_url="/docs-static/favicon.png")
+
+
 def create_app(run: str | Path, max_upload_mb: float = 50.0, keep_uploads: str | Path | None = None,
                max_waiting: int = 32, backend: str = "auto", predictor: Predictor | None = None) -> FastAPI:
     """The app for a trained run (a stage-1 run folder, with ``stage2/`` when it has one)."""
@@ -55,8 +71,9 @@ def create_app(run: str | Path, max_upload_mb: float = 50.0, keep_uploads: str |
     store = Store()
     cfg_hash = hashlib.sha256((run / "config.yaml").read_bytes()).hexdigest()[:12] if (run / "config.yaml").is_file() else ""
     keep = Path(keep_uploads) if keep_uploads else None
-    app = FastAPI(title="pneumoscope", version=__version__,
+    app = FastAPI(title="pneumoscope", version=__version__, docs_url=None, redoc_url=None,
                   description="Pneumothorax segmentation (U-Net) and detection (XGBoost) on chest radiographs.")
+    _offline_docs(app)
 
     def infer(data: bytes, filename: str) -> dict:
         t0 = time.perf_counter()
