@@ -39,3 +39,14 @@ def cache_dir(tmp_path: Path) -> Path:
     d = tmp_path / "cache"
     d.mkdir()
     return d
+
+
+def train_tiny_run(data: Path, out: Path, *extra: str) -> Path:
+    """Train a ResNet18 U-Net at 64 px for one epoch (``extra`` CLI arguments override) into ``out``."""
+    from pneumoscope.cli import main
+
+    args = ["train-seg", "--data", str(data), "--out", str(out), "--encoder", "resnet18", "--size", "64",
+            "--batch-size", "8", "--epochs", "1", "--set", "train.progress=false",
+            "--set", "data.val_fraction=0.25", "--set", "data.test_fraction=0.25", *extra]
+    assert main(args) == 0
+    return out

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from pneumoscope.cli import build_parser, main
-from tests.conftest import shared_path
+from tests.conftest import shared_path, train_tiny_run
 from tests.helpers import write_dicom
 
 FAST = ["--size", "64", "--batch-size", "8", "--set", "train.progress=false"]
@@ -16,11 +16,7 @@ FAST = ["--size", "64", "--batch-size", "8", "--set", "train.progress=false"]
 
 @pytest.fixture(scope="module")
 def trained_run(tiny_synth, tmp_path_factory):
-    run = tmp_path_factory.mktemp("run") / "r"
-    code = main(["train-seg", "--data", str(tiny_synth), "--encoder", "resnet18", "--epochs", "2", "--out", str(run),
-                 *FAST, "--set", "data.val_fraction=0.25", "--set", "data.test_fraction=0.25"])
-    assert code == 0
-    return run
+    return train_tiny_run(tiny_synth, tmp_path_factory.mktemp("run") / "r", "--epochs", "2")
 
 
 def test_every_subcommand_has_help(capsys):

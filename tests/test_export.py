@@ -7,17 +7,15 @@ from pneumoscope.backends import OnnxBackend, TorchBackend
 from pneumoscope.cli import main
 from pneumoscope.export import sample_inputs
 from pneumoscope.runfiles import load_model
+from tests.conftest import train_tiny_run
 
 onnxruntime = pytest.importorskip("onnxruntime")
 
 
 @pytest.fixture(scope="module")
 def head_run(tiny_synth, tmp_path_factory):
-    run = tmp_path_factory.mktemp("exp") / "run"
-    assert main(["train-seg", "--data", str(tiny_synth), "--out", str(run), "--size", "64", "--epochs", "1",
-                 "--batch-size", "8", "--set", "train.progress=false", "--set", "model.cls_head=true",
-                 "--set", "loss.cls_weight=0.5", "--set", "data.val_fraction=0.25", "--set", "data.test_fraction=0.25"]) == 0
-    return run
+    return train_tiny_run(tiny_synth, tmp_path_factory.mktemp("exp") / "run", "--set", "model.cls_head=true",
+                          "--set", "loss.cls_weight=0.5")
 
 
 def test_export_with_parity_and_dynamic_shapes(head_run, capsys):

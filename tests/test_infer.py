@@ -11,16 +11,13 @@ from PIL import Image
 from pneumoscope.cli import main
 from pneumoscope.data.rle import decode
 from pneumoscope.infer import PredictOptions, Predictor, predict_files
+from tests.conftest import train_tiny_run
 from tests.helpers import write_dicom
 
 
 @pytest.fixture(scope="module")
 def run(tiny_synth, tmp_path_factory):
-    r = tmp_path_factory.mktemp("inf") / "run"
-    assert main(["train-seg", "--data", str(tiny_synth), "--out", str(r), "--size", "64", "--epochs", "2",
-                 "--batch-size", "8", "--set", "train.progress=false", "--set", "data.val_fraction=0.25",
-                 "--set", "data.test_fraction=0.25"]) == 0
-    return r
+    return train_tiny_run(tiny_synth, tmp_path_factory.mktemp("inf") / "run", "--epochs", "2")
 
 
 @pytest.fixture

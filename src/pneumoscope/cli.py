@@ -131,8 +131,6 @@ def _print_table2(s2: dict) -> None:
 
 
 def cmd_train_cls(args: argparse.Namespace) -> None:
-    import dataclasses
-
     from .runfiles import read_config
     from .stage2.pipeline import train_cls
 

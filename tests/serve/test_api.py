@@ -15,15 +15,14 @@ from pneumoscope import infer  # noqa: E402
 from pneumoscope.cli import main  # noqa: E402
 from pneumoscope.data.rle import decode  # noqa: E402
 from pneumoscope.serve.app import create_app  # noqa: E402
+from tests.conftest import train_tiny_run  # noqa: E402
 from tests.helpers import write_dicom  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def run(tiny_synth, tmp_path_factory):
-    r = tmp_path_factory.mktemp("srv") / "run"
-    assert main(["train-seg", "--data", str(tiny_synth), "--out", str(r), "--size", "64", "--epochs", "1",
-                 "--batch-size", "8", "--set", "train.progress=false", "--set", "data.val_fraction=0.3",
-                 "--set", "data.test_fraction=0.3"]) == 0
+    r = train_tiny_run(tiny_synth, tmp_path_factory.mktemp("srv") / "run", "--set", "data.val_fraction=0.3",
+                       "--set", "data.test_fraction=0.3")
     assert main(["train-cls", "--run", str(r), "--set", "stage2.n_iter=2", "--set", "stage2.cv_folds=2"]) == 0
     return r
 

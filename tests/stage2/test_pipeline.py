@@ -10,17 +10,15 @@ from pneumoscope import config
 from pneumoscope.cli import main
 from pneumoscope.runfiles import read_config
 from pneumoscope.stage2.pipeline import classification_sets, train_cls
-from tests.conftest import shared_path
+from tests.conftest import shared_path, train_tiny_run
 
 FAST = ["--size", "64", "--batch-size", "8", "--epochs", "1", "--set", "train.progress=false"]
 
 
 @pytest.fixture(scope="module")
 def seg_run(tiny_synth, tmp_path_factory):
-    run = tmp_path_factory.mktemp("s2") / "run"
-    assert main(["train-seg", "--data", str(tiny_synth), "--out", str(run), *FAST,
-                 "--set", "data.val_fraction=0.3", "--set", "data.test_fraction=0.3"]) == 0
-    return run
+    return train_tiny_run(tiny_synth, tmp_path_factory.mktemp("s2") / "run", "--set", "data.val_fraction=0.3",
+                          "--set", "data.test_fraction=0.3")
 
 
 def _train_ids(run):

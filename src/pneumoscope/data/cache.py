@@ -167,7 +167,6 @@ def build_cache(index: pd.DataFrame, size: int, cache_dir: str | Path | None = N
     else:
         images.flush()
         masks.flush()
-    del images, masks
     out.to_csv(tmp / "index.csv", index=False)
     (tmp / "meta.json").write_text(json.dumps({
         "size": size, "n": len(keep),
