@@ -42,7 +42,7 @@ def test_early_stopping_on_flat_validation_loss(tiny_synth, cache_dir, tmp_path)
 
 
 def test_plateau_halves_the_learning_rate(tiny_synth, cache_dir, tmp_path):
-    train_seg(_cfg(tiny_synth, cache_dir, epochs=5, plateau_patience=0, early_stopping_patience=10), tmp_path / "r")
+    train_seg(_cfg(tiny_synth, cache_dir, epochs=5, lr=1e-3, plateau_patience=0, early_stopping_patience=10), tmp_path / "r")
     hist = pd.read_csv(tmp_path / "r" / "history.csv")
     best = float("inf")
     for prev_lr, row in zip([1e-3] + hist.lr.tolist()[:-1], hist.itertuples()):
