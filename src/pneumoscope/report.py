@@ -83,6 +83,8 @@ def write_report(out: Path, cfg: Config, table1: pd.DataFrame, best: str, res: S
 <p>Data: <b>{html.escape(str(cfg.data.path or 'synthetic phantoms (embedded default)'))}</b>; training size {cfg.data.size} px;
 encoders: {', '.join(table1.encoder)}. Best encoder by validation IoU: <b>{html.escape(best)}</b>.</p>
 <h2>Table 1 — segmentation (test split, threshold {cfg.train.threshold})</h2>{_table(table1)}
+<p>Columns ending in <code>_pp</code>: after each run's post-processing rule (top threshold, minimum area,
+bottom threshold), searched on the validation images.</p>
 <p>Paper's Table 1 for reference (SIIM-ACR, 512 px, ImageNet weights):</p>{_table(PAPER_TABLE1)}
 <h2>Training curves</h2>{_img(figs['curves'], 'training curves')}
 <h2>Table 2 — classification (stage 2, evaluation images)</h2>{_table(res.table2)}{_table(summary)}

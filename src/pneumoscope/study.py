@@ -22,7 +22,8 @@ from .report import write_report
 from .stage1 import METRIC_KEYS, train_seg
 from .stage2.pipeline import train_cls
 
-TABLE1_COLUMNS = ["encoder", *METRIC_KEYS, "val_iou", "best_epoch", "epochs_run", "seconds"]
+PP_KEYS = ("iou", "dice_kaggle", "dice_pos")  # also reported after the post-processing rule, suffixed _pp
+TABLE1_COLUMNS = ["encoder", *METRIC_KEYS, *(f"{k}_pp" for k in PP_KEYS), "val_iou", "best_epoch", "epochs_run", "seconds"]
 
 
 def _best_val_iou(run: Path, best_epoch: int) -> float:
@@ -38,7 +39,8 @@ def run_stage1(cfg: Config, out: Path) -> pd.DataFrame:
         ecfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, encoder=enc))
         t0 = time.perf_counter()
         m = train_seg(ecfg, out / "seg" / enc)
-        rows.append({"encoder": enc, **{k: m[k] for k in METRIC_KEYS},
+        pp = m.get("postprocessed", {})
+        rows.append({"encoder": enc, **{k: m[k] for k in METRIC_KEYS}, **{f"{k}_pp": pp.get(k) for k in PP_KEYS},
                      "val_iou": _best_val_iou(out / "seg" / enc, m["best_epoch"]),
                      "best_epoch": m["best_epoch"], "epochs_run": m["epochs_run"],
                      "seconds": round(time.perf_counter() - t0, 1)})
