@@ -110,9 +110,9 @@ def cmd_run(args: argparse.Namespace) -> None:
     m = run_study(cfg, args.out)
     print("Table 1 (test split):")
     cols = ["encoder", "loss", "iou", "pixel_accuracy", "iou_pos", "dice_kaggle", "dice_pos"]
-    print("  " + "  ".join(f"{c:>14}" for c in cols))
+    print("  " + "  ".join(f"{c:<18}" if c == "encoder" else f"{c:>14}" for c in cols))
     for row in m["table1"]:
-        print("  " + "  ".join(f"{row[c]:>14}" if c == "encoder" else f"{row[c]:>14.4f}" for c in cols))
+        print("  " + "  ".join(f"{row[c]:<18}" if c == "encoder" else f"{row[c]:>14.4f}" for c in cols))
     print(f"best encoder (validation IoU): {m['best_encoder']}")
     _print_table2(m["stage2"])
     print(f"finished in {time.perf_counter() - t0:.0f}s; report: {m['report']}")
