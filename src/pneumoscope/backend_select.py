@@ -27,14 +27,20 @@ DICE_MIN = 0.995
 FP32_TOLERANCE = 1e-4
 
 
-def machine_key(device: torch.device) -> str:
-    """What the speed ranking depends on: processor or GPU, torch version."""
-    what = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
+def _cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as fh:
-            what = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), what) if device.type == "cpu" else what
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return platform.processor() or platform.machine()
+
+
+def machine_key(device: torch.device) -> str:
+    """What the speed ranking depends on: processor or GPU, torch version."""
+    what = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
     return f"{device.type}|{what}|torch {torch.__version__}"
 
 
@@ -86,7 +92,8 @@ def choose(model: nn.Module, device: torch.device, x: np.ndarray, backend: str =
     known = json.loads(memo.read_text()) if memo is not None and memo.is_file() else {}
     notes: list[str] = []
     if key in known:  # re-verify the remembered choice only
-        cands = [c for c in cands if c[0].name == known[key]["backend"]] + [c for c in cands if c[0].name != known[key]["backend"]]
+        remembered = known[key]["backend"]
+        cands = sorted(cands, key=lambda c: c[0].name != remembered)  # the remembered one first
         for cand, reduced in cands:
             ok, how = verify(cand, reduced, ref_prob, x)
             if ok:

@@ -17,8 +17,8 @@ import pandas as pd
 from . import config as config_mod
 from .config import Config
 from .models import canonical_encoder
-from .runfiles import write_json
 from .report import write_report
+from .runfiles import write_json
 from .stage1 import METRIC_KEYS, train_seg
 from .stage2.pipeline import train_cls
 

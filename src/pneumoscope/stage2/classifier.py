@@ -15,8 +15,13 @@ import numpy as np
 from scipy.stats import loguniform, randint, uniform
 from sklearn.base import clone
 from sklearn.calibration import CalibratedClassifierCV
-from sklearn.metrics import (average_precision_score, confusion_matrix, precision_recall_curve,
-                             precision_recall_fscore_support, roc_auc_score)
+from sklearn.metrics import (
+    average_precision_score,
+    confusion_matrix,
+    precision_recall_curve,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
 from sklearn.model_selection import RandomizedSearchCV, StratifiedKFold, cross_val_predict, cross_val_score
 from xgboost import XGBClassifier
 
