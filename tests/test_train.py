@@ -68,3 +68,14 @@ def test_ddp_two_cpu_processes(tiny_synth, cache_dir, tmp_path):
     hist = pd.read_csv(tmp_path / "ddp" / "history.csv")
     assert len(hist) == 2 and hist.val_loss.notna().all()
     assert (tmp_path / "ddp" / "metrics.json").is_file()
+
+
+def test_retraining_clears_artefacts_of_the_old_weights(tiny_synth, cache_dir, tmp_path):
+    run = tmp_path / "r"
+    train_seg(_cfg(tiny_synth, cache_dir, epochs=1), run)
+    (run / "model.onnx").write_bytes(b"stale")
+    (run / "stage2").mkdir()
+    (run / "stage2" / "classifier.joblib").write_bytes(b"stale")
+    train_seg(_cfg(tiny_synth, cache_dir, epochs=1), run)
+    assert not (run / "model.onnx").exists() and not (run / "stage2").exists()
+    assert (run / "postprocess.json").is_file()  # searched again for the new weights

@@ -63,6 +63,27 @@ def prepare_data(cfg: Config, info: distributed.DistInfo | None = None) -> tuple
     return cache, bad + cache.skipped
 
 
+DERIVED = ("model.onnx", "export.json", "backend.json", "postprocess.json", "stage2")
+
+
+def clear_derived(run: Path) -> list[str]:
+    """Remove what was derived from earlier weights (ONNX export, backend choice, post-processing
+    rule, stage-2 classifier), so that nothing stale outlives new training in the same folder."""
+    import shutil
+
+    gone = []
+    for name in DERIVED:
+        path = run / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+        else:
+            continue
+        gone.append(name)
+    return gone
+
+
 def train_seg(cfg: Config, out: str | Path, resume: bool = False) -> dict:
     """Train one U-Net as configured, then evaluate its best checkpoint on the test split.
 
@@ -86,6 +107,7 @@ def train_seg(cfg: Config, out: str | Path, resume: bool = False) -> dict:
         split = cache.index["id"].map(dict(zip(split_df["id"], split_df["split"]))).fillna("").to_numpy()
         if info.is_main:
             out.mkdir(parents=True, exist_ok=True)
+            clear_derived(out)
             config_mod.save(cfg, out / "config.yaml")
             split_df.to_csv(split_file, index=False)
             write_skipped(out, skipped)

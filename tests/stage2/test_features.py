@@ -48,3 +48,12 @@ def test_auto_falls_back_offline_and_unknown_name(monkeypatch):
     assert phi.name == "seg-encoder" and "offline" in note
     with pytest.raises(PneumoscopeError):
         extractors.build_extractor("resnet", unet)
+
+
+def test_feature_cache_is_keyed_by_the_model(setup, tmp_path):
+    unet = build_model(ModelConfig(encoder="resnet18"))
+    phi, _ = extractors.build_extractor("seg-encoder", unet)
+    rows = np.arange(3)
+    compute_features(unet, phi, setup, rows, torch.device("cpu"), cache_file=tmp_path / "f.npz", model_tag="a")
+    compute_features(unet, phi, setup, rows, torch.device("cpu"), cache_file=tmp_path / "f.npz", model_tag="b")
+    assert len(list(tmp_path.glob("f-*.npz"))) == 2

@@ -53,9 +53,12 @@ def feature_rows(phi: nn.Module, images: np.ndarray, probs: np.ndarray, cls_logi
 
 
 def compute_features(unet: nn.Module, phi: nn.Module, cache: Cache, rows: np.ndarray, device: torch.device,
-                     batch_size: int = 16, cache_file: Path | None = None) -> FeatureSet:
-    """Features of cache rows ``rows``; reads/writes ``cache_file`` when given."""
-    key = hashlib.sha256(f"{cache.root}|{getattr(phi, 'name', '')}|{rows.tolist()}".encode()).hexdigest()[:16]
+                     batch_size: int = 16, cache_file: Path | None = None, model_tag: str = "") -> FeatureSet:
+    """Features of cache rows ``rows``; reads/writes ``cache_file`` when given.
+
+    The file name carries a hash of the cache, the rows, the extractor and ``model_tag`` (which
+    should identify the stage-1 weights), so retraining never reuses stale features."""
+    key = hashlib.sha256(f"{cache.root}|{getattr(phi, 'name', '')}|{model_tag}|{rows.tolist()}".encode()).hexdigest()[:16]
     path = cache_file.with_name(f"{cache_file.stem}-{key}.npz") if cache_file else None
     if path is not None and path.is_file():
         z = np.load(path, allow_pickle=False)

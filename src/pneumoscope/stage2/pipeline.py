@@ -23,7 +23,7 @@ from ..config import Config
 from ..data.cache import Cache
 from ..data.split import make_split
 from ..errors import PneumoscopeError
-from ..runfiles import load_model, read_config, write_json
+from ..runfiles import checkpoint_path, load_model, read_config, write_json
 from ..stage1 import prepare_data
 from . import classifier as clf
 from .extractors import build_extractor
@@ -96,8 +96,10 @@ def train_cls(run: str | Path, cfg: Config | None = None, device: torch.device |
     phi, phi_note = build_extractor(s2.feature_extractor, unet)
     out = run / "stage2"
     out.mkdir(exist_ok=True)
-    train = compute_features(unet, phi, cache, fit_rows, device, s2.batch_size, out / "features.npz")
-    test = compute_features(unet, phi, cache, test_rows, device, s2.batch_size, out / "features.npz")
+    st = checkpoint_path(run).stat()
+    tag = f"{st.st_size}:{st.st_mtime_ns}"  # the stage-1 weights the features come from
+    train = compute_features(unet, phi, cache, fit_rows, device, s2.batch_size, out / "features.npz", tag)
+    test = compute_features(unet, phi, cache, test_rows, device, s2.batch_size, out / "features.npz", tag)
     for name, fs in (("fit", train), ("evaluation", test)):
         if len(np.unique(fs.labels)) < 2:
             raise PneumoscopeError(f"the classifier's {name} set has one class only ({len(fs.labels)} images); "
