@@ -51,9 +51,9 @@ def gradcam(model: nn.Module, x: torch.Tensor) -> np.ndarray:
 
 def heatmap_overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.45, max_side: int = 1024) -> np.ndarray:
     """BGR picture: the radiograph with the heatmap (JET colours) blended on it."""
-    img = image if image.dtype == np.uint8 else np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)
-    scale = min(1.0, max_side / max(img.shape))
-    size = (max(1, int(round(img.shape[1] * scale))), max(1, int(round(img.shape[0] * scale))))
-    base = cv2.cvtColor(cv2.resize(img, size, interpolation=cv2.INTER_AREA), cv2.COLOR_GRAY2BGR)
+    from .overlay import as_uint8, shrink
+
+    base = cv2.cvtColor(shrink(as_uint8(image), max_side), cv2.COLOR_GRAY2BGR)
+    size = base.shape[1::-1]
     colour = cv2.applyColorMap(np.clip(cv2.resize(heat, size) * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)
     return cv2.addWeighted(base, 1 - alpha, colour, alpha, 0)

@@ -26,6 +26,7 @@ from ..data.io import read_image_bytes
 from ..data.rle import encode
 from ..errors import PneumoscopeError
 from ..infer import PredictOptions, Predictor
+from ..overlay import as_uint8, shrink
 from .store import Entry, Store
 
 VIEWER = Path(__file__).with_name("viewer.html")
@@ -35,13 +36,6 @@ MAX_SIDE = 1024
 def _png(img_bgr_or_rgba: np.ndarray) -> bytes:
     ok, buf = cv2.imencode(".png", img_bgr_or_rgba)
     return buf.tobytes()
-
-
-def _downscale(a: np.ndarray, interp: int) -> np.ndarray:
-    scale = min(1.0, MAX_SIDE / max(a.shape))
-    if scale >= 1.0:
-        return a
-    return cv2.resize(a, (round(a.shape[1] * scale), round(a.shape[0] * scale)), interpolation=interp)
 
 
 def _offline_docs(app: FastAPI) -> None:
@@ -83,7 +77,7 @@ def create_app(run: str | Path, max_upload_mb: float = 50.0, keep_uploads: str |
             (prob,), (mask,), p_cls = pred.predict([img], [meta])
             t2 = time.perf_counter()
         key = uuid.uuid4().hex
-        store.put(key, Entry(_downscale(img, cv2.INTER_AREA), _downscale(mask.astype(np.uint8), cv2.INTER_NEAREST) > 0))
+        store.put(key, Entry(shrink(img, MAX_SIDE), shrink(mask.astype(np.uint8), MAX_SIDE, cv2.INTER_NEAREST) > 0))
         if keep is not None:
             keep.mkdir(parents=True, exist_ok=True)
             (keep / f"{key}.{ {'dicom': 'dcm', 'png': 'png', 'jpeg': 'jpg'}[kind]}").write_bytes(data)
@@ -151,7 +145,7 @@ def create_app(run: str | Path, max_upload_mb: float = 50.0, keep_uploads: str |
 
     @app.get("/predict/{key}/image.png", summary="The radiograph as decoded (at most 1024 px)")
     def image_png(key: str) -> Response:
-        return picture(key, "image", lambda e: np.clip(np.rint(e.image * 255), 0, 255).astype(np.uint8))
+        return picture(key, "image", lambda e: as_uint8(e.image))
 
     @app.get("/predict/{key}/mask.png", summary="The predicted mask as a transparent red layer")
     def mask_png(key: str) -> Response:
