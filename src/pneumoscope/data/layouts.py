@@ -193,8 +193,3 @@ def _checked(df: pd.DataFrame, bad: list[BadItemError], root: Path, name: str, s
         raise PneumoscopeError(f"{root}: no usable images found (layout {name})")
     df.attrs["layout"] = name
     return df, bad
-
-
-def has_masks(df: pd.DataFrame) -> pd.Series:
-    """Which rows carry a ground-truth mask (a mask file or an RLE)."""
-    return (df["mask_path"] != "") | (df["rle"] != "")

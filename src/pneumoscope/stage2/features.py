@@ -30,9 +30,6 @@ class FeatureSet:
     labels: np.ndarray  # int (N,), -1 unknown
     probs: np.ndarray  # float16 (N, S, S): stage-1 probability maps
 
-    def subset(self, idx: np.ndarray) -> "FeatureSet":
-        """The rows ``idx``."""
-        return FeatureSet(self.X[idx], self.names, self.ids[idx], self.labels[idx], self.probs[idx])
 
 
 @torch.no_grad()
