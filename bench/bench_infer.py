@@ -31,7 +31,7 @@ VARIANTS = ["torch-fp32-eager", "torch-fp32-cl", "torch-bf16-cl", "torch-fp32-cl
 
 
 def _inputs(n: int, size: int = 512) -> np.ndarray:
-    from pneumoscope.export import sample_inputs
+    from pneumoscope.inference.export import sample_inputs
 
     return sample_inputs(size, n, seed=2024)
 
@@ -39,15 +39,17 @@ def _inputs(n: int, size: int = 512) -> np.ndarray:
 def _backend(name: str, run: Path):
     import torch
 
-    from pneumoscope.backends import OnnxBackend, TorchBackend, bf16_supported
-    from pneumoscope.runfiles import load_model
+    from pneumoscope.inference.backends import OnnxBackend, TorchBackend, bf16_supported
+    from pneumoscope.runs import Run
+    from pneumoscope.stage1.unet import load_model
 
+    folder = Run(run)
     if name == "onnx-fp32":
-        if not (run / "model.onnx").is_file():
-            from pneumoscope.export import export_onnx
-            export_onnx(run)
-        return OnnxBackend(run / "model.onnx")
-    model, _ = load_model(run, torch.device("cpu"))
+        if not folder.onnx_path.is_file():
+            from pneumoscope.inference.export import export_onnx
+            export_onnx(folder)
+        return OnnxBackend(folder.onnx_path)
+    model, _ = load_model(folder, torch.device("cpu"))
     precision = "bf16" if "bf16" in name else "fp32"
     if precision == "bf16" and not bf16_supported(torch.device("cpu")):
         raise SystemExit(json.dumps({"error": "no bf16 on this CPU"}))
@@ -56,7 +58,7 @@ def _backend(name: str, run: Path):
 
 def worker(name: str, run: Path, n: int, repeats: int, ref: Path) -> None:
     """Time one backend (in its own process) and print a JSON line."""
-    from pneumoscope.metrics import per_image_dice
+    from pneumoscope.stage1.metrics import per_image_dice
 
     x = _inputs(n)
     b = _backend(name, run)
@@ -80,7 +82,7 @@ def quick_run(workdir: Path) -> Path:
     import yaml
 
     from pneumoscope import config
-    from pneumoscope.stage1 import train_seg
+    from pneumoscope.stage1.pipeline import train_seg
 
     run = workdir / "r34"
     cfg = config.load("demo", ["model.encoder=resnet34", "data.synth_n=400", "train.epochs=4", "train.progress=false"])
@@ -98,12 +100,13 @@ def quick_run(workdir: Path) -> Path:
 
 def loading(workdir: Path, run: Path, n: int = 48) -> list[tuple[str, float]]:
     """Images/s: decoding 1024 px PNGs to the model input, reading the cache, predict end to end."""
-    from pneumoscope.data.cache import build_cache, resize_image
+    from pneumoscope.data.cache import build_cache
     from pneumoscope.data.io import read_image
     from pneumoscope.data.layouts import index_dataset
     from pneumoscope.data.synth import generate
-    from pneumoscope.data.transforms import standardize
-    from pneumoscope.infer import PredictOptions, predict_files
+    from pneumoscope.data.transforms import resize_image, standardize
+    from pneumoscope.inference.batch import predict_files
+    from pneumoscope.inference.options import PredictOptions
 
     data = workdir / "png1024"
     generate(data, n, 1024, seed=5)  # phantoms written as 1024 px PNGs

@@ -1,8 +1,10 @@
-"""Shared fixtures: a private cache folder, tiny synthetic datasets, the real samples."""
+"""Shared fixtures: a private cache folder, tiny synthetic datasets, the real samples, and the
+tiny trained runs that many test modules use (trained once per session, here only)."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -23,6 +25,17 @@ def shared_path(*parts: str) -> Path:
     return path
 
 
+def train_tiny_run(data: Path, out: Path, *extra: str) -> Path:
+    """Train a ResNet18 U-Net at 64 px for one epoch (``extra`` CLI arguments override) into ``out``."""
+    from pneumoscope.cli import main
+
+    args = ["train-seg", "--data", str(data), "--out", str(out), "--encoder", "resnet18", "--size", "64",
+            "--batch-size", "8", "--epochs", "1", "--set", "train.progress=false",
+            "--set", "data.val_fraction=0.25", "--set", "data.test_fraction=0.25", *extra]
+    assert main(args) == 0
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """24 phantoms at 96 px in the Kaggle layout (half positive)."""
@@ -41,12 +54,33 @@ def cache_dir(tmp_path: Path) -> Path:
     return d
 
 
-def train_tiny_run(data: Path, out: Path, *extra: str) -> Path:
-    """Train a ResNet18 U-Net at 64 px for one epoch (``extra`` CLI arguments override) into ``out``."""
+@pytest.fixture(scope="session")
+def trained_run(tiny_synth: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A stage-1 run: 2 epochs, 12 train / 6 val / 6 test phantoms. Tests may add derived files
+    (ONNX export, backend memo, predictions elsewhere) but must not retrain it."""
+    return train_tiny_run(tiny_synth, tmp_path_factory.mktemp("trained") / "run", "--epochs", "2")
+
+
+@pytest.fixture(scope="session")
+def head_run(tiny_synth: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A stage-1 run whose U-Net has the image-level classification head."""
+    return train_tiny_run(tiny_synth, tmp_path_factory.mktemp("head") / "run", "--set", "model.cls_head=true",
+                          "--set", "loss.cls_weight=0.5")
+
+
+@pytest.fixture(scope="session")
+def seg_run(tiny_synth: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A stage-1 run with larger val/test splits (7 + 7 images), the base of the stage-2 runs."""
+    return train_tiny_run(tiny_synth, tmp_path_factory.mktemp("seg") / "run", "--set", "data.val_fraction=0.3",
+                          "--set", "data.test_fraction=0.3")
+
+
+@pytest.fixture(scope="session")
+def stage2_run(seg_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of ``seg_run`` with a fitted stage-2 classifier (what the server serves)."""
     from pneumoscope.cli import main
 
-    args = ["train-seg", "--data", str(data), "--out", str(out), "--encoder", "resnet18", "--size", "64",
-            "--batch-size", "8", "--epochs", "1", "--set", "train.progress=false",
-            "--set", "data.val_fraction=0.25", "--set", "data.test_fraction=0.25", *extra]
-    assert main(args) == 0
-    return out
+    run = tmp_path_factory.mktemp("stage2") / "run"
+    shutil.copytree(seg_run, run)
+    assert main(["train-cls", "--run", str(run), "--set", "stage2.n_iter=2", "--set", "stage2.cv_folds=2"]) == 0
+    return run

@@ -1,10 +1,27 @@
-"""Test helpers: writing DICOM files and small images."""
+"""Test helpers: writing DICOM files and small images, CLI flags for tiny runs, free ports."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import numpy as np
+
+FAST = ["--size", "64", "--batch-size", "8", "--set", "train.progress=false"]  # CLI flags of a tiny run
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def one_error_line(capsys) -> str:
+    """The single ``pneumoscope: error:`` line a failed command printed on stderr."""
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("pneumoscope: error:"), err
+    return err[0]
 
 
 def write_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2", slope: float | None = None,

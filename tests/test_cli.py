@@ -8,15 +8,8 @@ import pytest
 from PIL import Image
 
 from pneumoscope.cli import build_parser, main
-from tests.conftest import shared_path, train_tiny_run
-from tests.helpers import write_dicom
-
-FAST = ["--size", "64", "--batch-size", "8", "--set", "train.progress=false"]
-
-
-@pytest.fixture(scope="module")
-def trained_run(tiny_synth, tmp_path_factory):
-    return train_tiny_run(tiny_synth, tmp_path_factory.mktemp("run") / "r", "--epochs", "2")
+from tests.conftest import shared_path
+from tests.helpers import FAST, one_error_line, write_dicom
 
 
 def test_every_subcommand_has_help(capsys):
@@ -52,6 +45,7 @@ def test_evaluate_seg(trained_run, tiny_synth, capsys):
     assert "all (24 images, 12 positive)" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_predict_png_and_dicom(trained_run, tiny_synth, tmp_path):
     inputs = tmp_path / "in"
     inputs.mkdir()
@@ -68,24 +62,19 @@ def test_predict_png_and_dicom(trained_run, tiny_synth, tmp_path):
     assert (out / "overlays" / "a.png").is_file()
 
 
-def _one_error_line(capsys):
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("pneumoscope: error:"), err
-    return err[0]
-
-
 def test_corrupt_input_fails_with_one_line_or_is_skipped(trained_run, tmp_path, capsys):
     inputs = tmp_path / "in"
     inputs.mkdir()
     Image.fromarray(np.zeros((64, 64), np.uint8)).save(inputs / "good.png")
     (inputs / "bad.png").write_bytes(b"not a png at all")
     assert main(["predict", "--run", str(trained_run), str(inputs), "--out", str(tmp_path / "o")]) == 2
-    assert "bad.png" in _one_error_line(capsys)
+    assert "bad.png" in one_error_line(capsys)
     assert main(["predict", "--run", str(trained_run), str(inputs), "--out", str(tmp_path / "o"), "--skip-bad"]) == 0
     assert len(pd.read_csv(tmp_path / "o" / "predictions.csv")) == 1
     assert pd.read_csv(tmp_path / "o" / "skipped.csv").file.str.endswith("bad.png").all()
 
 
+@pytest.mark.slow
 def test_bad_mask_in_training_data(tiny_synth, tmp_path, capsys):
     data = tmp_path / "d"
     shutil.copytree(tiny_synth, data)
@@ -94,7 +83,7 @@ def test_bad_mask_in_training_data(tiny_synth, tmp_path, capsys):
     args = ["train-seg", "--data", str(data), "--epochs", "1", "--out", str(tmp_path / "r"), *FAST,
             "--set", f"data.cache_dir={tmp_path / 'c'}", "--set", "data.val_fraction=0.25", "--set", "data.test_fraction=0.25"]
     assert main(args) == 2
-    line = _one_error_line(capsys)
+    line = one_error_line(capsys)
     assert f"png_masks/{victim.name}" in line and "not binary" in line
     assert main(args + ["--skip-bad"]) == 0
     skipped = pd.read_csv(tmp_path / "r" / "skipped.csv")
@@ -110,7 +99,7 @@ def test_bad_mask_in_training_data(tiny_synth, tmp_path, capsys):
 def test_user_errors_are_one_line(args, needle, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(args) == 2
-    assert needle in _one_error_line(capsys)
+    assert needle in one_error_line(capsys)
 
 
 def test_convert_siim_original(tmp_path):
@@ -133,6 +122,7 @@ def test_convert_siim_original(tmp_path):
     assert img[0, 0] == 255 and img[0, 1] < 255  # MONOCHROME1: the lowest stored value is the brightest
 
 
+@pytest.mark.slow
 def test_real_siim_sample_train_and_predict(tmp_path):
     data = shared_path("siim-sample")
     run = tmp_path / "real"
@@ -143,24 +133,3 @@ def test_real_siim_sample_train_and_predict(tmp_path):
     assert main(["predict", "--run", str(run), *map(str, files), "--out", str(tmp_path / "p")]) == 0
     table = pd.read_csv(tmp_path / "p" / "predictions.csv")
     assert len(table) == 2 and (table.width == 1024).all()
-
-
-def test_run_end_to_end_on_a_tiny_config(tiny_synth, tmp_path, capsys):
-    out = tmp_path / "study"
-    assert main(["run", "--data", str(tiny_synth), "--epochs", "1", "--out", str(out), *FAST,
-                 "--set", "encoders=[resnet18, mobilenet_v2]", "--set", "data.val_fraction=0.25",
-                 "--set", "data.test_fraction=0.25", "--set", "stage2.n_iter=2", "--set", "stage2.cv_folds=2"]) == 0
-    table = pd.read_csv(out / "tables" / "table1.csv")
-    assert table.encoder.tolist() == ["resnet18", "mobilenet_v2"]
-    assert {"loss", "iou", "pixel_accuracy", "dice_pos"} <= set(table.columns)
-    assert (out / "seg" / "mobilenet_v2" / "best.pt").is_file()
-    printed = capsys.readouterr().out
-    assert "best encoder" in printed and "Table 2" in printed and "report:" in printed
-    assert len(pd.read_csv(out / "tables" / "table2.csv")) == 4
-    metrics = pd.read_json(out / "metrics.json", typ="series")
-    assert {"table1", "best_encoder", "stage2", "table2"} <= set(metrics.index)
-    page = (out / "report.html").read_text()
-    assert "Table 1" in page and "Table 2" in page and page.count("data:image/png;base64,") == 5
-    assert "http://" not in page and "https://" not in page  # self-contained
-    for name in ("training_curves", "roc_pr", "confusion", "calibration", "overlays"):
-        assert (out / "plots" / f"{name}.png").is_file()

@@ -52,7 +52,7 @@ def cmd_convert(args: argparse.Namespace) -> None:
 
 
 def cmd_train_seg(args: argparse.Namespace) -> None:
-    from .stage1 import train_seg
+    from .stage1.pipeline import train_seg
 
     cfg = _config_from(args, "demo")
     t0 = time.perf_counter()
@@ -65,13 +65,13 @@ def cmd_train_seg(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate_seg(args: argparse.Namespace) -> None:
-    from .stage1 import evaluate_seg
+    from .stage1.pipeline import evaluate_seg
 
     m = evaluate_seg(args.run, args.data, args.split, args.layout, args.skip_bad)
     print(f"{m['split']} ({m['n_images']} images, {m['n_positive']} positive): "
           + ", ".join(f"{k} {m[k]:.4f}" for k in ("loss", "iou", "iou_pos", "dice_kaggle", "dice_pos", "pixel_accuracy")
                       if m[k] == m[k])
-          + f"; wrote {Path(args.run) / 'metrics.json'}")
+          + f"; wrote {m['path']}")
     if "postprocessed" in m:
         pp = m["postprocessed"]
         print("with post-processing " + ", ".join(f"{k} {pp[k]:.4f}" for k in ("iou", "iou_pos", "dice_kaggle", "dice_pos")
@@ -79,7 +79,8 @@ def cmd_evaluate_seg(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from .infer import PredictOptions, predict_files
+    from .inference.batch import predict_files
+    from .inference.options import PredictOptions
 
     opts = PredictOptions(backend=args.backend, precision=args.precision, compile=args.compile, tta=args.tta,
                           postprocess=not args.no_postprocess, batch_size=args.batch_size, workers=args.workers,
@@ -95,7 +96,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from .export import export_onnx
+    from .inference.export import export_onnx
 
     path, report = export_onnx(args.run, args.out)
     worst = max(c["max_abs_diff"] for c in report["checks"].values())
@@ -103,7 +104,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    from .study import run_study
+    from .study.run import run_study
 
     cfg = _config_from(args, "demo")
     t0 = time.perf_counter()
@@ -131,17 +132,18 @@ def _print_table2(s2: dict) -> None:
 
 
 def cmd_train_cls(args: argparse.Namespace) -> None:
-    from .runfiles import read_config
+    from .runs import Run
     from .stage2.pipeline import train_cls
 
-    base = config_mod.to_dict(read_config(args.run))
+    run = Run(args.run)
+    base = config_mod.to_dict(run.read_config())
     if args.data:
         base["stage2"]["data"] = args.data
     cfg = config_mod.from_dict(config_mod.apply_overrides(base, args.overrides))
     cfg = dataclasses.replace(cfg, stage2=dataclasses.replace(cfg.stage2, layout=args.layout or cfg.stage2.layout))
-    res = train_cls(args.run, cfg)
+    res = train_cls(run, cfg)
     _print_table2(res.summary)
-    print(f"{res.summary['leakage']}\nwrote {Path(args.run) / 'stage2'}")
+    print(f"{res.summary['leakage']}\nwrote {run.stage2_dir}")
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -155,7 +157,12 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every subcommand."""
+    """The argument parser of every subcommand (choices come from the registries that define them)."""
+    from .data.layouts import LAYOUTS
+    from .data.split import SPLITS
+    from .inference.options import BACKENDS, PRECISIONS, TTA_MODES
+
+    layouts = ["auto", *LAYOUTS]
     p = argparse.ArgumentParser(prog="pneumoscope", description="Pneumothorax segmentation and detection in chest X-rays.")
     p.add_argument("--version", action="version", version=f"pneumoscope {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -178,23 +185,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("train-seg", help="train a U-Net (stage 1) and evaluate it on the test split")
     s.add_argument("--data", help="dataset folder (default: the synthetic phantoms)")
-    s.add_argument("--layout", choices=["auto", "kaggle", "siim", "folder"])
+    s.add_argument("--layout", choices=layouts)
     s.add_argument("--encoder")
     s.add_argument("--size", type=int)
     s.add_argument("--epochs", type=int)
     s.add_argument("--batch-size", type=int)
     s.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     s.add_argument("--out", required=True, help="run folder")
-    s.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    s.add_argument("--skip-bad", action="store_true", help="skip unreadable items and list them in skipped.csv")
+    s.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    s.add_argument("--skip-bad", action="store_true", help="skip unreadable items and list them in the run folder")
     _add_config_args(s)
     s.set_defaults(func=cmd_train_seg)
 
-    s = sub.add_parser("evaluate-seg", help="segmentation metrics of a trained run -> RUN/metrics.json")
+    s = sub.add_parser("evaluate-seg", help="segmentation metrics of a trained run, saved in the run folder")
     s.add_argument("--run", required=True)
     s.add_argument("--data", help="dataset folder (default: the run's own)")
-    s.add_argument("--layout", default="auto", choices=["auto", "kaggle", "siim", "folder"])
-    s.add_argument("--split", default="auto", choices=["auto", "test", "val", "train", "all"])
+    s.add_argument("--layout", default="auto", choices=layouts)
+    s.add_argument("--split", default="auto", choices=["auto", *SPLITS, "all"])
     s.add_argument("--skip-bad", action="store_true")
     s.set_defaults(func=cmd_evaluate_seg)
 
@@ -202,11 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--run", required=True)
     s.add_argument("inputs", nargs="+", help="image files or folders")
     s.add_argument("--out", required=True)
-    s.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
+    s.add_argument("--backend", default="auto", choices=BACKENDS,
                    help="auto: the fastest backend that matches float32 on this machine")
-    s.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"], help="torch backend precision")
+    s.add_argument("--precision", default="auto", choices=["auto", *PRECISIONS], help="torch backend precision")
     s.add_argument("--compile", action="store_true", help="torch.compile the torch backend")
-    s.add_argument("--tta", default="none", choices=["none", "hflip"], help="test-time augmentation")
+    s.add_argument("--tta", default="none", choices=TTA_MODES, help="test-time augmentation")
     s.add_argument("--no-postprocess", action="store_true", help="plain 0.5 threshold instead of the run's searched rule")
     s.add_argument("--gradcam", action="store_true", help="also write Grad-CAM heatmaps (a visual aid)")
     s.add_argument("--submission", help="write a SIIM submission CSV (ImageId,EncodedPixels)")
@@ -214,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=2, help="decoding threads")
     s.add_argument("--device", default="auto")
     s.add_argument("--no-resume", action="store_true", help="start over instead of skipping files already predicted")
-    s.add_argument("--skip-bad", action="store_true", help="skip unreadable files and list them in skipped.csv")
+    s.add_argument("--skip-bad", action="store_true", help="skip unreadable files and list them in OUT/skipped.csv")
     s.set_defaults(func=cmd_predict)
 
     s = sub.add_parser("serve", help="HTTP API (POST /predict) and web viewer for a trained run")
@@ -223,26 +230,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--max-upload-mb", type=float, default=50.0)
     s.add_argument("--keep-uploads", metavar="DIR", help="keep uploaded files in DIR (default: memory only)")
-    s.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
+    s.add_argument("--backend", default="auto", choices=BACKENDS)
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("export", help="export a run's U-Net to ONNX with a parity check")
     s.add_argument("--run", required=True)
     s.add_argument("--format", default="onnx", choices=["onnx"])
-    s.add_argument("--out", help="output file (default: RUN/model.onnx)")
+    s.add_argument("--out", help="output file (default: in the run folder)")
     s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("train-cls", help="stage 2: features + tuned XGBoost on a trained stage-1 run")
     s.add_argument("--run", required=True, help="a stage-1 run folder (train-seg output)")
     s.add_argument("--data", help="classification dataset (default: the run's val/test images)")
-    s.add_argument("--layout", choices=["auto", "kaggle", "siim", "folder"])
+    s.add_argument("--layout", choices=layouts)
     s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set stage2.n_iter=50")
     s.set_defaults(func=cmd_train_cls)
 
-    s = sub.add_parser("run", help="the whole study: Table 1 per encoder, stage 2, Table 2, report.html")
+    s = sub.add_parser("run", help="the whole study: Table 1 per encoder, stage 2, Table 2, HTML report")
     s.add_argument("--data", help="dataset folder (default: the synthetic phantoms)")
-    s.add_argument("--layout", choices=["auto", "kaggle", "siim", "folder"])
+    s.add_argument("--layout", choices=layouts)
     s.add_argument("--size", type=int)
     s.add_argument("--epochs", type=int)
     s.add_argument("--batch-size", type=int)

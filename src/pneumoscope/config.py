@@ -1,7 +1,7 @@
 """Typed run configuration: frozen dataclasses, YAML in and out, ``--set a.b=c`` overrides.
 
-Unknown keys fail loudly. The resolved config is saved in each run folder as
-``config.yaml`` and is what ``evaluate-seg`` and ``predict`` rebuild the model from.
+Unknown keys fail loudly. The resolved config is saved in each run folder, and it
+is what ``evaluate-seg`` and ``predict`` rebuild the model from.
 """
 
 from __future__ import annotations
@@ -213,6 +213,6 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None) -> 
     return from_dict(apply_overrides(values, overrides or []))
 
 
-def save(cfg: Config, path: str | Path) -> None:
-    """Write the resolved config as YAML."""
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+def dump(cfg: Config) -> str:
+    """The resolved config as YAML text."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

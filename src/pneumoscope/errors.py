@@ -1,10 +1,23 @@
-"""Project exceptions: errors a user can cause, printed by the CLI as one line."""
+"""Project exceptions: errors a user can cause, printed by the CLI as one line.
+
+The server maps them to HTTP statuses by type (never by matching message text):
+:class:`UnsupportedFormatError` is 415, :class:`TooLargeError` 413, any other
+:class:`PneumoscopeError` 422.
+"""
 
 from __future__ import annotations
 
 
 class PneumoscopeError(Exception):
     """An error caused by input or configuration; its message says what to do."""
+
+
+class UnsupportedFormatError(PneumoscopeError):
+    """A file that is not DICOM, PNG or JPEG (judged by its bytes)."""
+
+
+class TooLargeError(PneumoscopeError):
+    """An input over a size limit (bytes or pixels)."""
 
 
 class BadItemError(PneumoscopeError):

@@ -43,6 +43,7 @@ def test_runs_past_image_names_the_extent():
         rle.decode("10 10", 4, 4)
 
 
+@pytest.mark.slow
 def test_round_trip_every_row_of_the_siim_table():
     table = pd.read_csv(shared_path("siim-rle", "train-rle.csv.gz"))
     assert len(table) == 12954

@@ -11,29 +11,20 @@ from PIL import Image
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from pneumoscope import infer  # noqa: E402
-from pneumoscope.cli import main  # noqa: E402
 from pneumoscope.data.rle import decode  # noqa: E402
+from pneumoscope.runs import Run  # noqa: E402
 from pneumoscope.serve.app import create_app  # noqa: E402
-from tests.conftest import train_tiny_run  # noqa: E402
 from tests.helpers import write_dicom  # noqa: E402
+from tests.serve.uploads import positive_png  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def run(tiny_synth, tmp_path_factory):
-    r = train_tiny_run(tiny_synth, tmp_path_factory.mktemp("srv") / "run", "--set", "data.val_fraction=0.3",
-                       "--set", "data.test_fraction=0.3")
-    assert main(["train-cls", "--run", str(r), "--set", "stage2.n_iter=2", "--set", "stage2.cv_folds=2"]) == 0
-    return r
-
-
-@pytest.fixture(scope="module")
-def client(run):
-    return TestClient(create_app(run, max_upload_mb=1, backend="torch"))
+def client(stage2_run):
+    return TestClient(create_app(stage2_run, max_upload_mb=1, backend="torch"))
 
 
 def _png(tiny_synth) -> bytes:
-    return sorted((tiny_synth / "png_images").glob("*_1_.png"))[0].read_bytes()
+    return positive_png(tiny_synth)
 
 
 def test_png_prediction_and_pictures(client, tiny_synth):
@@ -87,11 +78,12 @@ def test_health_openapi_and_viewer(client):
     assert "pneumoscope" in page and "http://" not in page and "https://" not in page  # no CDN
 
 
-def test_concurrent_requests_share_one_model(run, tiny_synth, monkeypatch):
+@pytest.mark.slow
+def test_concurrent_requests_share_one_model(stage2_run, tiny_synth, monkeypatch):
     loads = []
-    original = infer.load_model
-    monkeypatch.setattr(infer, "load_model", lambda *a, **k: loads.append(1) or original(*a, **k))
-    app_client = TestClient(create_app(run, backend="torch"))
+    original = Run.load_checkpoint
+    monkeypatch.setattr(Run, "load_checkpoint", lambda *a, **k: loads.append(1) or original(*a, **k))
+    app_client = TestClient(create_app(stage2_run, backend="torch"))
     data = _png(tiny_synth)
     active, peak = [0], [0]
     lock = threading.Lock()

@@ -3,31 +3,30 @@ uploads a radiograph, waits for the overlay and the probability, and saves a scr
 
 import os
 import shutil
-import socket
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.serve.test_api import _png, run  # noqa: F401  (module fixture reused)
+from tests.helpers import free_port
+from tests.serve.uploads import positive_png
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium browser installed (apt-get install chromium)")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(CHROMIUM is None, reason="no Chromium browser installed (apt-get install chromium)")]
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture(scope="module")
-def server(run):  # noqa: F811
+def server(stage2_run):
     import uvicorn
 
     from pneumoscope.serve.app import create_app
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(create_app(run, backend="torch"), host="127.0.0.1", port=port, log_level="warning"))
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(create_app(stage2_run, backend="torch"), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     for _ in range(100):
@@ -51,7 +50,7 @@ def page():
 
 def test_upload_shows_overlay_and_probability(server, page, tiny_synth, tmp_path):
     upload = tmp_path / "scan.png"
-    upload.write_bytes(_png(tiny_synth))
+    upload.write_bytes(positive_png(tiny_synth))
     page.goto(server)
     page.set_input_files("#file", str(upload))
     page.wait_for_function("document.getElementById('prob').textContent !== '–'", timeout=60000)

@@ -6,7 +6,7 @@ from pneumoscope.config import ModelConfig
 from pneumoscope.data.cache import build_cache
 from pneumoscope.data.layouts import index_dataset
 from pneumoscope.errors import PneumoscopeError
-from pneumoscope.models import build_model
+from pneumoscope.stage1.unet import build_model
 from pneumoscope.stage2 import extractors
 from pneumoscope.stage2.features import compute_features
 from pneumoscope.stage2.maskstats import MASK_STAT_NAMES, META_NAMES

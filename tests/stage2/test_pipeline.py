@@ -1,6 +1,7 @@
 """Stage 2 on trained stage-1 runs: the no-leakage rule and the real NIH classification set."""
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -8,27 +9,23 @@ import pytest
 
 from pneumoscope import config
 from pneumoscope.cli import main
-from pneumoscope.runfiles import read_config
+from pneumoscope.runs import Run
 from pneumoscope.stage2.pipeline import classification_sets, train_cls
-from tests.conftest import shared_path, train_tiny_run
-
-FAST = ["--size", "64", "--batch-size", "8", "--epochs", "1", "--set", "train.progress=false"]
-
-
-@pytest.fixture(scope="module")
-def seg_run(tiny_synth, tmp_path_factory):
-    return train_tiny_run(tiny_synth, tmp_path_factory.mktemp("s2") / "run", "--set", "data.val_fraction=0.3",
-                          "--set", "data.test_fraction=0.3")
+from tests.conftest import shared_path
+from tests.helpers import FAST
 
 
 def _train_ids(run):
-    split = pd.read_csv(run / "split.csv", dtype={"id": str})
-    return set(split.loc[split.split == "train", "id"])
+    return Run(run).training_ids()
+
+
+def read_config(run):
+    return Run(run).read_config()
 
 
 def test_default_sets_are_stage1_val_and_test(seg_run):
     cfg = read_config(seg_run)
-    cache, fit_rows, test_rows, note = classification_sets(cfg, seg_run)
+    cache, fit_rows, test_rows, note = classification_sets(cfg, Run(seg_run))
     split = pd.read_csv(seg_run / "split.csv", dtype={"id": str}).set_index("id").split
     assert set(split[cache.index.id.iloc[fit_rows]]) == {"val"}
     assert set(split[cache.index.id.iloc[test_rows]]) == {"test"}
@@ -39,14 +36,18 @@ def test_separate_dataset_drops_segmentation_training_images(seg_run, tiny_synth
     base = config.to_dict(read_config(seg_run))
     base["stage2"]["data"] = str(tiny_synth)  # the same images: the training ones must go
     cfg = config.from_dict(base)
-    cache, fit_rows, test_rows, note = classification_sets(cfg, seg_run)
+    cache, fit_rows, test_rows, note = classification_sets(cfg, Run(seg_run))
     used = set(cache.index.id.iloc[np.concatenate([fit_rows, test_rows])])
     assert used and not used & _train_ids(seg_run)
     assert len(used) == 24 - len(_train_ids(seg_run)) and not set(fit_rows) & set(test_rows)
     assert f"{len(_train_ids(seg_run))} images that the segmentation model trained on were excluded" in note
 
 
+@pytest.mark.slow
 def test_train_cls_cli_and_predict_with_probability(seg_run, tiny_synth, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(seg_run, run)  # the shared run stays without a classifier
+    seg_run = run
     assert main(["train-cls", "--run", str(seg_run), "--data", str(tiny_synth), "--set", "stage2.n_iter=2",
                  "--set", "stage2.cv_folds=2", "--set", "stage2.test_fraction=0.5"]) == 0
     out = capsys.readouterr().out
@@ -62,10 +63,11 @@ def test_train_cls_cli_and_predict_with_probability(seg_run, tiny_synth, tmp_pat
     assert ((pred.p_pneumothorax >= summary["threshold"]) == (pred.decision == "pneumothorax")).all()
 
 
+@pytest.mark.slow
 def test_real_siim_stage1_and_nih_stage2(tmp_path):
     siim, nih = shared_path("siim-sample"), shared_path("nih-sample")
     run = tmp_path / "real"
-    assert main(["train-seg", "--data", str(siim), "--out", str(run), *FAST]) == 0
+    assert main(["train-seg", "--data", str(siim), "--out", str(run), "--epochs", "1", *FAST]) == 0
     res = train_cls(run, config.from_dict({**config.to_dict(read_config(run)),
                                            "stage2": {"data": str(nih), "n_iter": 2, "cv_folds": 3}}))
     assert res.summary["n_fit"] + res.summary["n_eval"] == 90

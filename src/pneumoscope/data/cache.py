@@ -17,14 +17,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from ..errors import BadItemError, PneumoscopeError
-from .io import read_image, read_mask, to_uint8
+from .io import read_image, read_mask
 from .layouts import RLE_SEP
 from .rle import decode_union
+from .transforms import resize_mask, to_model_size
 
 CACHE_VERSION = 1
 
@@ -32,17 +33,6 @@ CACHE_VERSION = 1
 def default_cache_dir() -> Path:
     """``$PNEUMOSCOPE_CACHE`` or ``~/.cache/pneumoscope``."""
     return Path(os.environ.get("PNEUMOSCOPE_CACHE", Path.home() / ".cache" / "pneumoscope"))
-
-
-def resize_image(img: np.ndarray, size: int) -> np.ndarray:
-    """Area-resize a float image to ``size`` x ``size``."""
-    interp = cv2.INTER_AREA if img.shape[0] >= size else cv2.INTER_LINEAR
-    return cv2.resize(img.astype(np.float32), (size, size), interpolation=interp)
-
-
-def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
-    """Resize a 0/1 mask: a pixel is foreground when at least half of its area was."""
-    return (resize_image(mask.astype(np.float32), size) >= 0.5).astype(np.uint8)
 
 
 def load_row(row: pd.Series) -> tuple[np.ndarray, np.ndarray | None, dict]:
@@ -130,17 +120,14 @@ def build_cache(index: pd.DataFrame, size: int, cache_dir: str | Path | None = N
             img, mask, meta = load_row(rows[i])
         except BadItemError as exc:
             return i, exc, False, {}
-        images[i] = to_uint8(resize_image(img, size))
+        images[i] = to_model_size(img, size)
         masks[i] = resize_mask(mask, size) if mask is not None else 0
         return i, None, mask is not None, meta
 
     results = []
     with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
-        it = pool.map(work, range(n))
-        if progress:
-            from tqdm import tqdm
-            it = tqdm(it, total=n, desc=f"caching at {size}px", leave=False)
-        for res in it:
+        for res in tqdm(pool.map(work, range(n)), total=n, desc=f"caching at {size}px", leave=False,
+                        disable=None if progress else True):
             if res[1] is not None and not skip_bad:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise res[1]

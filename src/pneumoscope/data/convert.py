@@ -9,8 +9,8 @@ import pandas as pd
 
 from ..errors import BadItemError
 from .cache import load_row
-from .io import to_uint8
 from .layouts import index_dataset
+from .transforms import to_uint8
 
 
 def siim_to_png(dicom_dir: str | Path, rle_csv: str | Path | None, out: str | Path,

@@ -14,7 +14,7 @@ from typing import Any, BinaryIO
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import PneumoscopeError
+from ..errors import PneumoscopeError, UnsupportedFormatError
 
 DICOM_SUFFIXES = {".dcm", ".dicom"}
 RASTER_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
@@ -114,7 +114,7 @@ def sniff(data: bytes) -> str:
         return "png"
     if data[:3] == b"\xff\xd8\xff":
         return "jpeg"
-    raise PneumoscopeError("unsupported file: not DICOM, PNG or JPEG (checked by content)")
+    raise UnsupportedFormatError("unsupported file: not DICOM, PNG or JPEG (checked by content)")
 
 
 def read_image_bytes(data: bytes, name: str = "upload") -> tuple[np.ndarray, dict[str, Any], str]:
@@ -127,7 +127,7 @@ def read_image_bytes(data: bytes, name: str = "upload") -> tuple[np.ndarray, dic
             return img, meta, kind
         return read_raster(buf), {}, kind
     except PneumoscopeError as exc:
-        raise PneumoscopeError(f"{name}: " + str(exc).split(": ", 1)[-1]) from exc
+        raise type(exc)(f"{name}: " + str(exc).split(": ", 1)[-1]) from exc
 
 
 def read_mask(path: str | Path, expected_shape: tuple[int, int] | None = None) -> np.ndarray:
@@ -155,11 +155,6 @@ def read_mask(path: str | Path, expected_shape: tuple[int, int] | None = None) -
             f"{expected_shape[1]}x{expected_shape[0]}"
         )
     return (arr > 0).astype(np.uint8)
-
-
-def to_uint8(img: np.ndarray) -> np.ndarray:
-    """Float [0, 1] image to uint8."""
-    return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
 
 
 def list_images(inputs: list[str | Path]) -> list[Path]:

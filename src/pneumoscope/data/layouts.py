@@ -21,7 +21,6 @@ import pandas as pd
 from ..errors import BadItemError, PneumoscopeError
 from .io import DICOM_SUFFIXES, IMAGE_SUFFIXES
 
-LAYOUTS = ("kaggle", "siim", "folder")
 INDEX_COLUMNS = ["id", "image_path", "mask_path", "rle", "label", "patient_id", "sex", "age", "view"]
 RLE_SEP = "|"
 POSITIVE_NAMES = {"1", "pneumothorax", "positive", "pos", "true", "yes"}
@@ -160,6 +159,7 @@ def _index_folder(root: Path) -> tuple[pd.DataFrame, list[BadItemError]]:
 _INDEXERS: dict[str, Callable[[Path], tuple[pd.DataFrame, list[BadItemError]]]] = {
     "kaggle": _index_kaggle, "siim": index_siim, "folder": _index_folder,
 }
+LAYOUTS = tuple(_INDEXERS)  # the layout registry: what --layout and data.layout accept (besides auto)
 
 
 def index_dataset(root: str | Path, layout: str = "auto", skip_bad: bool = False,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 from ..errors import PneumoscopeError
 
@@ -13,6 +12,8 @@ SPLITS = ("train", "val", "test")
 
 def _take(groups: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split groups so that ``fraction`` of them go to the second part (at least one)."""
+    from sklearn.model_selection import train_test_split
+
     n_take = max(1, int(round(fraction * len(groups))))
     if n_take >= len(groups):
         raise PneumoscopeError(f"too few images ({len(groups)} groups) for the requested split fractions")

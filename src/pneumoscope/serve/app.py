@@ -9,7 +9,6 @@ path on the server.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 import uuid
@@ -24,9 +23,9 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from .. import __version__
 from ..data.io import read_image_bytes
 from ..data.rle import encode
-from ..errors import PneumoscopeError
-from ..infer import PredictOptions, Predictor
-from ..overlay import as_uint8, shrink
+from ..errors import PneumoscopeError, TooLargeError, UnsupportedFormatError
+from ..inference.overlay import as_uint8, shrink
+from ..inference.predictor import PredictOptions, Predictor
 from .store import Entry, Store
 
 VIEWER = Path(__file__).with_name("viewer.html")
@@ -36,6 +35,15 @@ MAX_SIDE = 1024
 def _png(img_bgr_or_rgba: np.ndarray) -> bytes:
     ok, buf = cv2.imencode(".png", img_bgr_or_rgba)
     return buf.tobytes()
+
+
+def _status(exc: PneumoscopeError) -> int:
+    """The HTTP status of a user error, by its type."""
+    if isinstance(exc, UnsupportedFormatError):
+        return 415
+    if isinstance(exc, TooLargeError):
+        return 413
+    return 422
 
 
 def _offline_docs(app: FastAPI) -> None:
@@ -56,14 +64,13 @@ def _offline_docs(app: FastAPI) -> None:
 
 def create_app(run: str | Path, max_upload_mb: float = 50.0, keep_uploads: str | Path | None = None,
                max_waiting: int = 32, backend: str = "auto", predictor: Predictor | None = None) -> FastAPI:
-    """The app for a trained run (a stage-1 run folder, with ``stage2/`` when it has one)."""
-    run = Path(run)
+    """The app for a trained run (a stage-1 run folder, with its stage-2 classifier when it has one)."""
     pred = predictor or Predictor(run, PredictOptions(backend=backend))
     limit = int(max_upload_mb * 1024 * 1024)
     lock = threading.Lock()
     waiting = threading.BoundedSemaphore(max_waiting)
     store = Store()
-    cfg_hash = hashlib.sha256((run / "config.yaml").read_bytes()).hexdigest()[:12] if (run / "config.yaml").is_file() else ""
+    cfg_hash = pred.run.config_sha256()
     keep = Path(keep_uploads) if keep_uploads else None
     app = FastAPI(title="pneumoscope", version=__version__, docs_url=None, redoc_url=None,
                   description="Pneumothorax segmentation (U-Net) and detection (XGBoost) on chest radiographs.")
@@ -74,24 +81,24 @@ def create_app(run: str | Path, max_upload_mb: float = 50.0, keep_uploads: str |
         img, meta, kind = read_image_bytes(data, "upload")
         with lock:
             t1 = time.perf_counter()
-            (prob,), (mask,), p_cls = pred.predict([img], [meta])
+            (res,) = pred.predict_batch([img], [meta])
             t2 = time.perf_counter()
+        prob, mask = res.prob, res.mask
         key = uuid.uuid4().hex
         store.put(key, Entry(shrink(img, MAX_SIDE), shrink(mask.astype(np.uint8), MAX_SIDE, cv2.INTER_NEAREST) > 0))
         if keep is not None:
             keep.mkdir(parents=True, exist_ok=True)
             (keep / f"{key}.{ {'dicom': 'dcm', 'png': 'png', 'jpeg': 'jpg'}[kind]}").write_bytes(data)
-        decision = None if p_cls is None else bool(p_cls[0] >= pred.cls_threshold)
         return {
             "id": key, "filename": filename, "format": kind, "width": int(img.shape[1]), "height": int(img.shape[0]),
-            "p_pneumothorax": None if p_cls is None else round(float(p_cls[0]), 6),
-            "decision": None if decision is None else ("pneumothorax" if decision else "normal"),
+            "p_pneumothorax": None if res.p_pneumothorax is None else round(res.p_pneumothorax, 6),
+            "decision": res.decision,
             "threshold": pred.cls_threshold,
             "mask_area_px": int(mask.sum()), "mask_fraction_of_image": round(float(mask.mean()), 6),
             "mask_fraction_of_lung": None,  # needs a lung segmentation, which the model does not produce
             "max_prob": round(float(prob.max()), 6), "mask_rle": encode(mask),
             "metadata": {k: (None if isinstance(v, float) and v != v else v) for k, v in meta.items()},
-            "model": {"run": run.name, "encoder": pred.encoder, "size": pred.size, "backend": getattr(pred.backend, "name", None),
+            "model": {"run": pred.run.root.name, "encoder": pred.encoder, "size": pred.size, "backend": getattr(pred.backend, "name", None),
                       "config_sha256": cfg_hash, "postprocess": pred.rule.__dict__},
             "timing_ms": {"decode": round((t1 - t0) * 1000, 1), "inference": round((t2 - t1) * 1000, 1),
                           "total": round((time.perf_counter() - t0) * 1000, 1)},
@@ -121,8 +128,7 @@ def create_app(run: str | Path, max_upload_mb: float = 50.0, keep_uploads: str |
         try:
             return JSONResponse(await anyio.to_thread.run_sync(infer, data, file.filename or "upload"))
         except PneumoscopeError as exc:
-            status = 415 if "unsupported file" in str(exc) else 422
-            raise HTTPException(status, str(exc)) from exc
+            raise HTTPException(_status(exc), str(exc)) from exc
         finally:
             waiting.release()
 
@@ -140,7 +146,7 @@ def create_app(run: str | Path, max_upload_mb: float = 50.0, keep_uploads: str |
 
     @app.get("/predict/{key}/overlay.png", summary="Radiograph with the predicted mask in red")
     def overlay_png(key: str) -> Response:
-        from ..overlay import overlay
+        from ..inference.overlay import overlay
         return picture(key, "overlay", lambda e: overlay(e.image, e.mask))
 
     @app.get("/predict/{key}/image.png", summary="The radiograph as decoded (at most 1024 px)")
@@ -166,9 +172,9 @@ def create_app(run: str | Path, max_upload_mb: float = 50.0, keep_uploads: str |
 
     @app.get("/health", summary="Model loaded, backend, version")
     def health() -> dict:
-        return {"status": "ok", "model_loaded": True, "run": run.name, "encoder": pred.encoder,
+        return {"status": "ok", "model_loaded": True, "run": pred.run.root.name, "encoder": pred.encoder,
                 "backend": getattr(pred.backend, "name", None) or f"{backend} (chosen at the first request)",
-                "stage2": pred.classifier is not None, "version": __version__}
+                "stage2": pred.stage2 is not None, "version": __version__}
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def viewer() -> HTMLResponse:

@@ -1,22 +1,22 @@
 """Stage-2 features of cached images: stage-1 probability maps, Phi(I, M), mask statistics.
 
-Computed in batches (progress bar on a terminal) and cached in the run folder as
-``stage2/features-<key>.npz``; the key hashes the cache, the rows and the extractor.
+Computed in batches (progress bar on a terminal) and cached in the run folder; the cache
+file's key hashes the dataset cache, the rows, the extractor and the stage-1 weights.
 """
 
 from __future__ import annotations
 
 import hashlib
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from ..data.cache import Cache
-from ..engine import seg_forward
+from ..stage1.engine import seg_forward
 from .maskstats import MASK_STAT_NAMES, META_NAMES, mask_stats, meta_features
 
 
@@ -29,8 +29,6 @@ class FeatureSet:
     ids: np.ndarray  # str (N,)
     labels: np.ndarray  # int (N,), -1 unknown
     probs: np.ndarray  # float16 (N, S, S): stage-1 probability maps
-
-
 
 @torch.no_grad()
 def feature_rows(phi: nn.Module, images: np.ndarray, probs: np.ndarray, cls_logits: np.ndarray | None,
@@ -64,10 +62,7 @@ def compute_features(unet: nn.Module, phi: nn.Module, cache: Cache, rows: np.nda
     phi.eval().to(device)
     idx = cache.index.iloc[rows]
     metas = list(idx[["sex", "age", "view"]].itertuples(index=False, name=None))
-    chunks = range(0, len(rows), batch_size)
-    if sys.stderr.isatty():
-        from tqdm import tqdm
-        chunks = tqdm(chunks, desc="stage-2 features", leave=False)
+    chunks = tqdm(range(0, len(rows), batch_size), desc="stage-2 features", leave=False, disable=None)
     parts, probs, names = [], [], []
     for start in chunks:
         images = np.asarray(cache.images[rows[start : start + batch_size]])

@@ -10,21 +10,22 @@ are dropped, and the rest is split (stratified, patient-grouped) into fit and ev
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import joblib
 import numpy as np
 import pandas as pd
 import torch
 
 from ..config import Config
 from ..data.cache import Cache
+from ..data.prepare import prepare_data
 from ..data.split import make_split
+from ..device import resolve_device
 from ..errors import PneumoscopeError
-from ..runfiles import checkpoint_path, load_model, read_config, write_json
-from ..stage1 import prepare_data
+from ..runs import Run
+from ..stage1.pipeline import split_of_rows
+from ..stage1.unet import load_model
 from . import classifier as clf
 from .extractors import build_extractor
 from .features import FeatureSet, compute_features
@@ -36,7 +37,7 @@ TABLE2_COLUMNS = ["stage", "class", "precision", "recall", "f1", "support"]
 class Stage2Result:
     """What the report needs from stage 2."""
 
-    summary: dict  # what stage2.json holds
+    summary: dict  # what the run saves beside the classifier
     table2: pd.DataFrame
     test: FeatureSet  # evaluation images (ids, labels, probability maps)
     p_before: np.ndarray
@@ -45,24 +46,21 @@ class Stage2Result:
     test_rows: np.ndarray  # their cache rows
 
 
-def _stage1_training_ids(run: Path) -> set[str]:
-    split = pd.read_csv(run / "split.csv", dtype={"id": str}, keep_default_na=False)
-    return set(split.loc[split.split == "train", "id"])
+def classification_sets(cfg: Config, run: Run, cache: Cache | None = None) -> tuple[Cache, np.ndarray, np.ndarray, str]:
+    """Cache and (fit rows, evaluation rows) for the classifier, and a sentence on leakage.
 
-
-def classification_sets(cfg: Config, run: Path) -> tuple[Cache, np.ndarray, np.ndarray, str]:
-    """Cache and (fit rows, evaluation rows) for the classifier, and a sentence on leakage."""
+    ``cache``: the stage-1 dataset's cache when the caller already has it open."""
     s2 = cfg.stage2
     if s2.data is None:
-        cache, _ = prepare_data(cfg)
-        split = pd.read_csv(run / "split.csv", dtype={"id": str}, keep_default_na=False)
-        part = cache.index["id"].map(dict(zip(split["id"], split["split"]))).fillna("").to_numpy()
+        if cache is None:
+            cache, _ = prepare_data(cfg)
+        part = split_of_rows(cache, run.read_split())
         note = ("Classifier fitted on the stage-1 validation images and evaluated on the stage-1 test images; "
                 "the segmentation model never trained on either (validation only chose its best epoch).")
         return cache, np.flatnonzero(part == "val"), np.flatnonzero(part == "test"), note
     dcfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=s2.data, layout=s2.layout))
     cache, _ = prepare_data(dcfg)
-    seen = _stage1_training_ids(run)
+    seen = run.training_ids()
     usable = (cache.index["label"] >= 0) & ~cache.index["id"].astype(str).isin(seen)
     dropped = int((cache.index["id"].astype(str).isin(seen)).sum())
     sub = cache.index[usable]
@@ -85,21 +83,22 @@ def _table2(before: dict, after: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=TABLE2_COLUMNS)
 
 
-def train_cls(run: str | Path, cfg: Config | None = None, device: torch.device | None = None) -> Stage2Result:
-    """Train and evaluate the stage-2 classifier of a stage-1 run; writes ``RUN/stage2/``."""
-    run = Path(run)
-    cfg = cfg or read_config(run)
+def train_cls(run: str | Path | Run, cfg: Config | None = None, device: torch.device | None = None,
+              cache: Cache | None = None) -> Stage2Result:
+    """Train and evaluate the stage-2 classifier of a stage-1 run; saves it in the run.
+
+    ``cache``: the stage-1 dataset's cache, when the caller has it open (``run`` passes it)."""
+    run = run if isinstance(run, Run) else Run(run)
+    cfg = cfg or run.read_config()
     s2 = cfg.stage2
-    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or resolve_device("auto")
     unet, _ = load_model(run, device)
-    cache, fit_rows, test_rows, leakage = classification_sets(cfg, run)
+    cache, fit_rows, test_rows, leakage = classification_sets(cfg, run, cache)
     phi, phi_note = build_extractor(s2.feature_extractor, unet)
-    out = run / "stage2"
-    out.mkdir(exist_ok=True)
-    st = checkpoint_path(run).stat()
-    tag = f"{st.st_size}:{st.st_mtime_ns}"  # the stage-1 weights the features come from
-    train = compute_features(unet, phi, cache, fit_rows, device, s2.batch_size, out / "features.npz", tag)
-    test = compute_features(unet, phi, cache, test_rows, device, s2.batch_size, out / "features.npz", tag)
+    tag = run.weights_tag()  # the stage-1 weights the features come from
+    features = run.feature_cache()
+    train = compute_features(unet, phi, cache, fit_rows, device, s2.batch_size, features, tag)
+    test = compute_features(unet, phi, cache, test_rows, device, s2.batch_size, features, tag)
     for name, fs in (("fit", train), ("evaluation", test)):
         if len(np.unique(fs.labels)) < 2:
             raise PneumoscopeError(f"the classifier's {name} set has one class only ({len(fs.labels)} images); "
@@ -113,7 +112,6 @@ def train_cls(run: str | Path, cfg: Config | None = None, device: torch.device |
     threshold = clf.choose_threshold(train.labels, oof, s2.threshold_rule, s2.target_sensitivity)
     p_after = final.predict_proba(test.X)[:, 1]
     after = clf.classification_metrics(test.labels, p_after, threshold)
-    joblib.dump(final, out / "classifier.joblib")
     summary = {
         "feature_extractor": phi.name, "feature_note": phi_note, "leakage": leakage,
         "n_features": len(train.names), "n_fit": len(train.labels), "n_eval": len(test.labels),
@@ -121,8 +119,6 @@ def train_cls(run: str | Path, cfg: Config | None = None, device: torch.device |
         "tuning": dataclasses.asdict(tuned), "default_params": clf.DEFAULT_PARAMS,
         "before": before, "after": after,
     }
-    write_json(out / "stage2.json", summary)
-    (out / "feature_names.json").write_text(json.dumps(train.names))
     table2 = _table2(before, after)
-    table2.to_csv(out / "table2.csv", index=False, float_format="%.4f")
+    run.save_classifier(final, summary, train.names, table2)
     return Stage2Result(summary, table2, test, p_before, p_after, cache, test_rows)

@@ -1,0 +1,30 @@
+"""What a prediction can be asked to do: the option registries and :class:`PredictOptions`.
+
+Kept free of heavy imports so that the command line can read the choices quickly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+BACKENDS = ("auto", "torch", "onnx")  # auto: the fastest that matches float32 on this machine
+PRECISIONS = ("fp32", "bf16", "fp16")  # of the torch backend (fp16 on CUDA only)
+TTA_MODES = ("none", "hflip")
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """How to predict."""
+
+    backend: str = "auto"  # one of BACKENDS
+    precision: str = "auto"  # torch backend: auto or one of PRECISIONS
+    compile: bool = False  # torch.compile the torch backend
+    tta: str = "none"  # one of TTA_MODES
+    postprocess: bool = True  # apply the run's searched post-processing rule when it has one
+    batch_size: int = 8
+    workers: int = 2  # decoding threads
+    gradcam: bool = False
+    submission: str | None = None  # SIIM submission CSV path
+    skip_bad: bool = False
+    device: str = "auto"
+    resume: bool = True

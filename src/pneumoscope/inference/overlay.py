@@ -1,0 +1,49 @@
+"""Pictures a person looks at: a radiograph with a mask (and optionally the truth) drawn on it."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from ..data.transforms import to_uint8
+
+PRED_BGR = (0, 0, 255)  # red: prediction
+TRUTH_BGR = (0, 200, 0)  # green: ground truth
+
+
+def as_uint8(image: np.ndarray) -> np.ndarray:
+    """A greyscale picture as uint8 (float images are taken to be in [0, 1])."""
+    return image if image.dtype == np.uint8 else to_uint8(image)
+
+
+def shrink(a: np.ndarray, max_side: int, interpolation: int = cv2.INTER_AREA) -> np.ndarray:
+    """``a`` resized so that its long side is at most ``max_side`` (unchanged when it already is)."""
+    scale = min(1.0, max_side / max(a.shape[:2]))
+    if scale >= 1.0:
+        return a
+    size = (max(1, int(round(a.shape[1] * scale))), max(1, int(round(a.shape[0] * scale))))
+    return cv2.resize(a, size, interpolation=interpolation)
+
+
+def overlay(image: np.ndarray, pred: np.ndarray | None = None, truth: np.ndarray | None = None,
+            alpha: float = 0.35, max_side: int = 1024) -> np.ndarray:
+    """BGR uint8 picture: ``image`` (float [0,1] or uint8) with the prediction filled red and
+    outlined, the ground truth outlined green; downscaled so the long side is at most ``max_side``."""
+    out = cv2.cvtColor(shrink(as_uint8(image), max_side), cv2.COLOR_GRAY2BGR)
+    size = out.shape[1::-1]
+
+    def fit(m: np.ndarray) -> np.ndarray:
+        return shrink(m.astype(np.uint8), max_side, cv2.INTER_NEAREST)
+
+    thick = max(1, int(round(max(size) / 400)))
+    if pred is not None and pred.any():
+        p = fit(pred > 0)
+        colour = np.zeros_like(out)
+        colour[:] = PRED_BGR
+        out = np.where(p[..., None] > 0, cv2.addWeighted(out, 1 - alpha, colour, alpha, 0), out)
+        contours, _ = cv2.findContours(p, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        cv2.drawContours(out, contours, -1, PRED_BGR, thick)
+    if truth is not None and truth.any():
+        contours, _ = cv2.findContours(fit(truth > 0), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        cv2.drawContours(out, contours, -1, TRUTH_BGR, thick)
+    return out

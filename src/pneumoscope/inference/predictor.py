@@ -1,0 +1,144 @@
+"""A trained run, loaded for prediction: the public Python API and what the CLI and server call.
+
+>>> from pneumoscope import load_run
+>>> model = load_run("runs/demo/seg/resnet18")
+>>> result = model.predict("scan.dcm")          # a path, or a 2-D array in [0, 1]
+>>> result.mask, result.prob, result.p_pneumothorax, result.decision, result.metadata
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from ..data.io import read_image
+from ..data.transforms import model_input, to_model_size
+from ..device import resolve_device
+from ..errors import PneumoscopeError
+from ..runs import Run
+from ..stage1.postprocess import Rule, load_rule
+from ..stage1.unet import load_model
+from ..stage2.model import Stage2Model
+from . import select
+from .backends import with_hflip_tta
+from .options import BACKENDS, PRECISIONS, TTA_MODES, PredictOptions
+
+
+@dataclass
+class Prediction:
+    """What the model says about one radiograph (arrays at the image's own size)."""
+
+    prob: np.ndarray  # float32 (H, W): stage-1 pneumothorax probability per pixel
+    mask: np.ndarray  # bool (H, W): the final mask (post-processing rule applied)
+    p_pneumothorax: float | None  # stage-2 P(pneumothorax); None when the run has no classifier
+    decision: str | None  # "pneumothorax" | "normal" at the run's threshold; None without stage 2
+    metadata: dict[str, Any] = field(default_factory=dict)  # DICOM metadata (sex, age, view, ...)
+
+    @property
+    def mask_area_px(self) -> int:
+        """Pixels in the final mask."""
+        return int(self.mask.sum())
+
+    @property
+    def max_prob(self) -> float:
+        """Highest pixel probability."""
+        return float(self.prob.max())
+
+
+class Predictor:
+    """A loaded run: stage-1 U-Net on a chosen backend, post-processing rule, stage-2 classifier."""
+
+    def __init__(self, run: str | Path | Run, opts: PredictOptions = PredictOptions()) -> None:
+        if opts.backend not in BACKENDS:
+            raise PneumoscopeError(f"unknown backend {opts.backend!r}; choose one of {', '.join(BACKENDS)}")
+        if opts.precision not in ("auto", *PRECISIONS):
+            raise PneumoscopeError(f"unknown precision {opts.precision!r}; choose auto or one of {', '.join(PRECISIONS)}")
+        if opts.tta not in TTA_MODES:
+            raise PneumoscopeError(f"unknown tta {opts.tta!r}; choose one of {', '.join(TTA_MODES)}")
+        self.run = run if isinstance(run, Run) else Run(run)
+        self.run.require()
+        self.opts = opts
+        self.device = resolve_device(opts.device)
+        self.model, cfg = load_model(self.run, self.device)
+        self.config = cfg
+        self.size, self.threshold, self.encoder = cfg.data.size, cfg.train.threshold, cfg.model.encoder
+        rule = load_rule(self.run) if opts.postprocess else None
+        self.rule = rule or Rule(self.threshold, 0.0, self.threshold)
+        self.backend = None
+        self.notes: list[str] = []
+        self.stage2 = Stage2Model.load(self.run, self.model, self.device)
+
+    @property
+    def cls_threshold(self) -> float | None:
+        """The stage-2 decision threshold (None without a classifier)."""
+        return None if self.stage2 is None else self.stage2.threshold
+
+    def prepare(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 images at the model size and the standardised network input (N, 1, S, S)."""
+        u8 = np.stack([to_model_size(img, self.size) for img in images])
+        return u8, model_input(u8)
+
+    def _ensure_backend(self, x: np.ndarray) -> None:
+        if self.backend is not None:
+            return
+        onnx_path = None
+        if self.opts.backend in ("auto", "onnx"):
+            onnx_path = self.run.onnx_path
+            if not onnx_path.is_file():
+                try:
+                    from .export import export_onnx
+
+                    export_onnx(self.run)
+                except PneumoscopeError as exc:
+                    if self.opts.backend == "onnx":
+                        raise
+                    self.notes.append(f"onnx unavailable ({exc})")
+                    onnx_path = None
+        self.backend, notes = select.choose(self.model, self.device, x, self.opts.backend, self.opts.precision,
+                                            self.opts.compile, onnx_path, self.run)
+        self.notes += notes
+
+    def predict_batch(self, images: list[np.ndarray], metas: list[dict] | None = None) -> list[Prediction]:
+        """Predictions of float [0, 1] greyscale images (H, W), each at its own size."""
+        metas = metas if metas is not None else [{} for _ in images]
+        u8, x = self.prepare(images)
+        self._ensure_backend(x)
+        probs, cls = with_hflip_tta(self.backend, x) if self.opts.tta == "hflip" else self.backend(x)
+        p_cls = None if self.stage2 is None else self.stage2.probability(u8, probs, cls, metas)
+        out = []
+        for k, (p, img, meta) in enumerate(zip(probs, images, metas)):
+            full = cv2.resize(p, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR)
+            pk = None if p_cls is None else float(p_cls[k])
+            out.append(Prediction(full, self.rule.apply(full), pk, None if pk is None else self.stage2.decide(pk), meta))
+        return out
+
+    def predict(self, image: str | Path | np.ndarray, metadata: dict | None = None) -> Prediction:
+        """Prediction of one radiograph: a DICOM/PNG/JPEG path, or a 2-D array (float in [0, 1] or uint8)."""
+        if isinstance(image, (str, Path)):
+            img, meta = read_image(image)
+            meta = {**meta, **(metadata or {})}
+        else:
+            img = np.asarray(image)
+            if img.ndim != 2:
+                raise PneumoscopeError(f"expected a 2-D greyscale image, got an array of shape {img.shape}")
+            img = img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img.astype(np.float32)
+            meta = dict(metadata or {})
+        return self.predict_batch([img], [meta])[0]
+
+    def gradcam(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """Grad-CAM heatmaps at each image's own size (float32 model, gradients on)."""
+        from .gradcam import gradcam
+
+        _, x = self.prepare(images)
+        heat = gradcam(self.model.float(), torch.from_numpy(x).to(self.device))
+        return [cv2.resize(h, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR) for h, img in zip(heat, images)]
+
+
+def load_run(run: str | Path, backend: str = "auto", device: str = "auto", **options: Any) -> Predictor:
+    """Load a trained run for prediction (``options``: any field of :class:`PredictOptions`)."""
+    return Predictor(run, PredictOptions(backend=backend, device=device, **options))

@@ -1,0 +1,148 @@
+"""Stage 1 from a config: data, split, training, evaluation of the best checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+
+from .. import distributed
+from ..config import Config
+from ..data.cache import Cache
+from ..data.dataset import SegDataset
+from ..data.prepare import prepare_data
+from ..data.split import make_split
+from ..device import resolve_device
+from ..errors import PneumoscopeError
+from ..runs import Run
+from . import postprocess
+from .engine import evaluate
+from .losses import CompositeLoss
+from .metrics import SegMetrics
+from .trainer import train_segmentation
+from .unet import canonical_encoder, load_model
+
+METRIC_KEYS = ("loss", "iou", "iou_pos", "dice_kaggle", "dice_pos", "pixel_accuracy")
+
+
+def split_of_rows(cache: Cache, split_df: pd.DataFrame | None) -> np.ndarray:
+    """The split name (train/val/test, or "" when not in the split) of every cache row."""
+    if split_df is None:
+        return np.full(len(cache), "", dtype=object)
+    return cache.index["id"].map(dict(zip(split_df["id"], split_df["split"]))).fillna("").to_numpy()
+
+
+def train_seg(cfg: Config, out: str | Run, resume: bool = False, cache: Cache | None = None,
+              skipped: list | None = None) -> dict:
+    """Train one U-Net as configured, then evaluate its best checkpoint on the test split.
+
+    Writes the run folder ``out`` (config, split, history, checkpoints, metrics, post-processing
+    rule, and the list of skipped items). Returns the test metrics (empty on DDP ranks > 0).
+    ``cache`` and ``skipped``: the dataset when the caller has already prepared it.
+    """
+    canonical_encoder(cfg.model.encoder)  # fail on a bad name before any data work
+    run = out if isinstance(out, Run) else Run(out)
+    info, device = distributed.init(cfg.train.device)
+    try:
+        skipped = list(skipped or [])
+        if cache is None:
+            cache, skipped = prepare_data(cfg, info)
+        seg_rows = cache.index["has_mask"].to_numpy()
+        if not seg_rows.any():
+            raise PneumoscopeError(f"{cfg.data.path}: no masks in this dataset; segmentation training needs masks")
+        split_df = run.read_split() if resume else None
+        if split_df is None:
+            d = cfg.data
+            split_df = make_split(cache.index[seg_rows], d.val_fraction, d.test_fraction, d.split_seed)
+        split = split_of_rows(cache, split_df)
+        if info.is_main:
+            run.create()
+            run.clear_derived()
+            run.write_config(cfg)
+            run.write_split(split_df)
+            run.write_skipped(skipped)
+        distributed.barrier(info)
+        state = train_segmentation(cfg, cache, split, run, info, device, resume)
+        metrics: dict = {}
+        if info.is_main:
+            part = "test" if (split == "test").any() else "val"
+            metrics = evaluate_rows(run, cache, np.flatnonzero(split == part), device,
+                                    search_rows=np.flatnonzero(split == "val"))
+            metrics.update(split=part, encoder=cfg.model.encoder, size=cfg.data.size, epochs_run=state.epoch,
+                           best_epoch=state.best_epoch, n_skipped=len(skipped))
+            run.write_metrics(metrics)
+        return metrics
+    finally:
+        distributed.cleanup(info)
+
+
+def _evaluate_probs(model: torch.nn.Module, cfg: Config, cache: Cache, rows: np.ndarray,
+                    device: torch.device) -> tuple[dict, np.ndarray]:
+    dl = DataLoader(SegDataset(cache, rows), batch_size=cfg.train.batch_size, shuffle=False)
+    probs: list[np.ndarray] = []
+    acc = evaluate(model, dl, CompositeLoss(cfg.loss), device, cfg.train.threshold, collect=probs)
+    return acc.compute(), np.concatenate(probs)
+
+
+def evaluate_rows(run: Run, cache: Cache, rows: np.ndarray, device: torch.device | None = None,
+                  search_rows: np.ndarray | None = None) -> dict:
+    """Metrics of a run's best checkpoint over some cache rows.
+
+    With ``search_rows`` (validation rows), first searches the post-processing triplet on them
+    and saves it in the run. When the run has a rule, the metrics with it are added under
+    ``postprocessed``."""
+    device = device or resolve_device("auto")
+    model, cfg = load_model(run, device)
+    if search_rows is not None and len(search_rows):
+        _, val_probs = _evaluate_probs(model, cfg, cache, search_rows, device)
+        rule, score, plain = postprocess.search(val_probs, np.asarray(cache.masks[search_rows]))
+        postprocess.save_rule(run, rule, score, plain)
+    metrics, probs = _evaluate_probs(model, cfg, cache, rows, device)
+    rule = postprocess.load_rule(run)
+    if rule is not None:
+        acc = SegMetrics()
+        acc.update(rule.apply(probs), np.asarray(cache.masks[rows]))
+        pp = acc.compute()
+        pp.pop("loss")
+        metrics["postprocessed"] = {**pp, "rule": rule.to_dict()}
+    return metrics
+
+
+def evaluate_seg(run: str | Run, data: str | None = None, split: str = "auto", layout: str = "auto",
+                 skip_bad: bool = False) -> dict:
+    """Evaluate a trained run on a dataset; writes the run's metrics file.
+
+    ``split``: ``auto`` (the run's test split when ``data`` is the training data, else
+    every image with a mask), ``test``, ``val``, ``train`` or ``all``.
+    """
+    run = run if isinstance(run, Run) else Run(run)
+    cfg = run.read_config()
+    data_cfg = dataclasses.replace(cfg.data, path=data if data else cfg.data.path, layout=layout if data else cfg.data.layout,
+                                   skip_bad=skip_bad or cfg.data.skip_bad)
+    cfg = dataclasses.replace(cfg, data=data_cfg)
+    cache, skipped = prepare_data(cfg)
+    has_mask = cache.index["has_mask"].to_numpy()
+    if not has_mask.any():
+        raise PneumoscopeError(f"{data}: no masks in this dataset; segmentation metrics need masks")
+    split_df = run.read_split()
+    part_of = split_of_rows(cache, split_df)
+    same_data = split_df is not None and (part_of != "").all()
+    if split == "auto":
+        split = "test" if same_data and (part_of == "test").any() else "all"
+    if split == "all":
+        rows = np.flatnonzero(has_mask)
+    else:
+        if not same_data:
+            raise PneumoscopeError(f"--split {split} needs the run's own dataset; use --split all for other data")
+        rows = np.flatnonzero(has_mask & (part_of == split))
+    if len(rows) == 0:
+        raise PneumoscopeError(f"no images with masks in split {split!r}")
+    metrics = evaluate_rows(run, cache, rows)
+    metrics.update(split=split, data=str(cfg.data.path or "synthetic"), encoder=cfg.model.encoder,
+                   n_skipped=len(skipped))
+    metrics["path"] = str(run.write_metrics(metrics))
+    run.write_skipped(skipped)
+    return metrics

@@ -1,0 +1,141 @@
+"""The stage-1 trainer: Adam, plateau LR, early stopping, checkpoints, resume, DDP.
+
+Checkpoints: the best (lowest validation loss) and the last (end of every epoch, with
+optimizer, scheduler, early-stopping state and RNG state), so that ``resume`` continues a
+killed run to the same result as an uninterrupted one. The run folder stores them.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from .. import config as config_mod
+from ..config import Config
+from ..data.cache import Cache
+from ..data.dataset import EpochSampler, SegDataset
+from ..data.transforms import augmentation
+from ..distributed import DistInfo, all_reduce_sum, barrier, broadcast_flag
+from ..errors import PneumoscopeError
+from ..runs import Run
+from .engine import autocast, evaluate, seed_everything, split_output, to_device
+from .losses import CompositeLoss
+from .metrics import SegMetrics
+from .unet import build_model
+
+HISTORY_FIELDS = ["epoch", "train_loss", "val_loss", "val_iou", "val_iou_pos", "val_dice_pos", "val_dice_kaggle",
+                  "val_pixel_accuracy", "lr", "seconds"]
+
+
+@dataclass
+class TrainState:
+    """What survives between epochs (and in the last checkpoint)."""
+
+    epoch: int = 0  # epochs completed
+    best_val: float = float("inf")
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
+def _loader(ds: SegDataset, sampler: EpochSampler, batch_size: int, workers: int, drop_last: bool) -> DataLoader:
+    return DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=drop_last,
+                      pin_memory=torch.cuda.is_available(), persistent_workers=False)
+
+
+def checkpoint(model: torch.nn.Module, cfg: Config, state: TrainState, **extra) -> dict:
+    """What a checkpoint holds: model weights, config and training state (and ``extra``)."""
+    return {"model": model.state_dict(), "config": config_mod.to_dict(cfg), "state": state.__dict__, **extra}
+
+
+def train_segmentation(cfg: Config, cache: Cache, split: np.ndarray, run: Run, info: DistInfo,
+                       device: torch.device, resume: bool = False) -> TrainState:
+    """Train a U-Net on the cache rows whose split is ``train``; validate on ``val``.
+
+    ``split`` holds one of train/val/test per cache row. Only rank 0 writes files.
+    """
+    tc = cfg.train
+    seed_everything(tc.seed, tc.deterministic)
+    train_rows, val_rows = np.flatnonzero(split == "train"), np.flatnonzero(split == "val")
+    if len(train_rows) == 0 or len(val_rows) == 0:
+        raise PneumoscopeError("training needs at least one train and one val image; check data.val_fraction and the dataset size")
+    model = build_model(cfg.model).to(device)
+    if tc.channels_last and device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    loss_fn = CompositeLoss(cfg.loss)
+    optim = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(optim, mode="min", factor=tc.plateau_factor,
+                                                       patience=tc.plateau_patience)
+    state = TrainState()
+    if resume and run.has_checkpoint("last"):
+        ck = run.load_checkpoint("last")
+        model.load_state_dict(ck["model"])
+        optim.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        state = TrainState(**ck["state"])
+        torch.set_rng_state(ck["rng"])
+    net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if info.enabled else model
+    train_ds = SegDataset(cache, train_rows, augmentation(cfg.data.hflip) if cfg.data.augment else None, tc.seed)
+    val_ds = SegDataset(cache, val_rows[info.rank :: info.world])
+    train_sampler = EpochSampler(train_ds.labels(), True, tc.seed, cfg.data.positive_fraction, info.rank, info.world)
+    train_dl = _loader(train_ds, train_sampler, tc.batch_size, tc.num_workers, drop_last=len(train_rows) > tc.batch_size * info.world)
+    val_dl = _loader(val_ds, EpochSampler(val_ds.labels(), False), tc.batch_size, tc.num_workers, drop_last=False)
+    use_amp = tc.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
+    while state.epoch < tc.epochs and state.bad_epochs < tc.early_stopping_patience:
+        epoch = state.epoch + 1
+        t0 = time.perf_counter()
+        train_sampler.set_epoch(epoch)
+        train_ds.set_epoch(epoch)
+        net.train()
+        train_acc = SegMetrics()
+        batches = tqdm(train_dl, desc=f"{cfg.model.encoder} epoch {epoch}/{tc.epochs}", leave=False,
+                       disable=None if tc.progress and info.is_main else True)
+        for batch in batches:
+            x, y, label = to_device(batch, device, tc.channels_last)
+            with autocast(device, use_amp):
+                logits, cls_logit = split_output(net(x))
+            loss, _ = loss_fn(logits, y, cls_logit, label)
+            optim.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optim)
+            scaler.update()
+            loss_value = loss.item()
+            train_acc.update(torch.sigmoid(logits.detach().float()) > tc.threshold, y, loss_value)
+            batches.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
+        train_acc.sums = all_reduce_sum(train_acc.sums, info)
+        val_acc = evaluate(model, val_dl, loss_fn, device, tc.threshold, use_amp, tc.channels_last)
+        val_acc.sums = all_reduce_sum(val_acc.sums, info)
+        val = val_acc.compute()
+        sched.step(val["loss"])
+        improved = val["loss"] < state.best_val
+        if improved:
+            state.best_val, state.best_epoch, state.bad_epochs = val["loss"], epoch, 0
+        else:
+            state.bad_epochs += 1
+        state.epoch = epoch
+        row = {"epoch": epoch, "train_loss": train_acc.compute()["loss"], "val_loss": val["loss"], "val_iou": val["iou"],
+               "val_iou_pos": val["iou_pos"], "val_dice_pos": val["dice_pos"], "val_dice_kaggle": val["dice_kaggle"],
+               "val_pixel_accuracy": val["pixel_accuracy"], "lr": optim.param_groups[0]["lr"],
+               "seconds": round(time.perf_counter() - t0, 2)}
+        state.history.append(row)
+        if info.is_main:
+            if improved:
+                run.save_checkpoint("best", checkpoint(model, cfg, state))
+            run.save_checkpoint("last", checkpoint(model, cfg, state, optimizer=optim.state_dict(),
+                                                   scheduler=sched.state_dict(), rng=torch.get_rng_state()))
+            run.write_history(HISTORY_FIELDS, state.history)
+            if tc.progress:
+                print(f"[{cfg.model.encoder}] epoch {epoch}: train_loss {row['train_loss']:.4f} val_loss {val['loss']:.4f} "
+                      f"val_dice_pos {val['dice_pos']:.4f} val_iou {val['iou']:.4f} lr {row['lr']:.2e} ({row['seconds']}s)",
+                      flush=True)
+        if broadcast_flag(state.bad_epochs >= tc.early_stopping_patience, info):
+            break
+    barrier(info)
+    return state

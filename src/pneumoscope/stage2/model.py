@@ -1,0 +1,46 @@
+"""A fitted stage-2 classifier, loaded from a run for inference: P(pneumothorax) of images
+from their stage-1 output."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..runs import Run
+from .extractors import build_extractor
+from .features import feature_rows
+
+
+@dataclass
+class Stage2Model:
+    """The classifier of a run, its feature extractor phi and its decision threshold."""
+
+    classifier: Any  # scikit-learn-style: predict_proba(X) -> (N, 2)
+    phi: nn.Module
+    threshold: float
+    device: torch.device
+
+    @classmethod
+    def load(cls, run: Run, unet: nn.Module, device: torch.device) -> Stage2Model | None:
+        """The run's classifier, or None when the run has none."""
+        if not run.has_classifier():
+            return None
+        classifier, summary = run.load_classifier()
+        phi = build_extractor(summary["feature_extractor"], unet)[0].to(device)
+        return cls(classifier, phi, float(summary["threshold"]), device)
+
+    def probability(self, images_u8: np.ndarray, probs: np.ndarray, cls_logits: np.ndarray | None,
+                    metas: list[dict]) -> np.ndarray:
+        """P(pneumothorax) of a batch: uint8 images and stage-1 probability maps at the model
+        size, head logits (or None) and each image's metadata (sex, age, view)."""
+        X, _ = feature_rows(self.phi, images_u8, probs, cls_logits,
+                            [(m.get("sex", ""), m.get("age"), m.get("view", "")) for m in metas], self.device)
+        return self.classifier.predict_proba(X)[:, 1]
+
+    def decide(self, p: float) -> str:
+        """``pneumothorax`` or ``normal`` at the run's threshold."""
+        return "pneumothorax" if p >= self.threshold else "normal"

@@ -1,0 +1,103 @@
+"""The study's HTML report: a self-contained page (plots inlined) that a person reads."""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import yaml
+
+from .. import config as config_mod
+from ..config import Config
+from ..inference.overlay import overlay
+from ..runs import Study
+from ..stage2.pipeline import Stage2Result
+from . import plots
+
+PAPER_TABLE1 = pd.DataFrame({"encoder": ["resnet34", "vgg16", "inceptionresnetv2", "xception"],
+                             "loss": [0.2761, 0.2811, 0.2718, 0.2674], "iou": [0.4733, 0.5504, 0.2238, 0.6085],
+                             "pixel_accuracy": [0.9885, 0.9928, 0.9943, 0.9920]})
+CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.8em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.92em}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right}
+th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%}
+.note{background:#f7f7f2;border-left:4px solid #c9b458;padding:.5em 1em;margin:.8em 0}
+pre{background:#f6f6f6;padding:1em;overflow:auto;font-size:.85em}.legend span{padding:0 .5em;font-weight:600}"""
+
+
+def _img(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _table(df: pd.DataFrame) -> str:
+    return df.to_html(index=False, float_format=lambda v: f"{v:.4f}", border=0, na_rep="–")
+
+
+def overlay_grid(res: Stage2Result, path: Path, per_kind: int = 4, tile: int = 200) -> Path | None:
+    """True positives, false positives and false negatives of the tuned classifier, each with
+    ground truth (green) and stage-1 prediction (red)."""
+    y, pred = res.test.labels, (res.p_after >= res.summary["threshold"]).astype(int)
+    rows = []
+    for kind, sel in (("true positive", (y == 1) & (pred == 1)), ("false positive", (y == 0) & (pred == 1)),
+                      ("false negative", (y == 1) & (pred == 0))):
+        tiles = []
+        for i in np.flatnonzero(sel)[:per_kind]:
+            r = int(res.test_rows[i])
+            img = np.asarray(res.cache.images[r])
+            truth = np.asarray(res.cache.masks[r]) if res.cache.index["has_mask"].iat[r] else None
+            t = overlay(img, res.test.probs[i].astype(np.float32) > 0.5, truth)
+            t = cv2.resize(t, (tile, tile), interpolation=cv2.INTER_AREA)
+            cv2.putText(t, f"p={res.p_after[i]:.2f}", (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 0), 1)
+            tiles.append(t)
+        tiles += [np.full((tile, tile, 3), 255, np.uint8)] * (per_kind - len(tiles))
+        label = np.full((tile, 150, 3), 255, np.uint8)
+        cv2.putText(label, kind, (6, tile // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
+        rows.append(np.hstack([label, *tiles]))
+    cv2.imwrite(str(path), np.vstack(rows))
+    return path
+
+
+def write_report(study: Study, cfg: Config, table1: pd.DataFrame, best: str, res: Stage2Result) -> Path:
+    """Write the study's plots and its self-contained HTML report; returns the report's path."""
+    histories = {e: study.seg_run(e).read_history() for e in table1.encoder}
+    y = res.test.labels
+    curves = {"before tuning": res.p_before, "after tuning": res.p_after}
+    s = res.summary
+    figs = {
+        "curves": plots.training_curves(histories, study.plot_path("training_curves")),
+        "rocpr": plots.roc_pr(y, curves, study.plot_path("roc_pr")),
+        "cm": plots.confusion(s["after"]["confusion"], study.plot_path("confusion"), f"after tuning (t={s['threshold']:.3f})"),
+        "cal": plots.calibration(y, curves, study.plot_path("calibration")),
+        "grid": overlay_grid(res, study.plot_path("overlays")),
+    }
+    summary = pd.DataFrame([{"stage": k + " tuning", **{m: s[k][m] for m in ("threshold", "accuracy", "roc_auc",
+                             "average_precision", "sensitivity", "specificity", "ece")}} for k in ("before", "after")])
+    t = s["tuning"]
+    body = f"""<h1>pneumoscope report</h1>
+<p>Data: <b>{html.escape(str(cfg.data.path or 'synthetic phantoms (embedded default)'))}</b>; training size {cfg.data.size} px;
+encoders: {', '.join(table1.encoder)}. Best encoder by validation IoU: <b>{html.escape(best)}</b>.</p>
+<h2>Table 1 — segmentation (test split, threshold {cfg.train.threshold})</h2>{_table(table1)}
+<p>Columns ending in <code>_pp</code>: after each run's post-processing rule (top threshold, minimum area,
+bottom threshold), searched on the validation images.</p>
+<p>Paper's Table 1 for reference (SIIM-ACR, 512 px, ImageNet weights):</p>{_table(PAPER_TABLE1)}
+<h2>Training curves</h2>{_img(figs['curves'], 'training curves')}
+<h2>Table 2 — classification (stage 2, evaluation images)</h2>{_table(res.table2)}{_table(summary)}
+<div class="note"><b>Data and leakage.</b> {html.escape(s['leakage'])}<br><b>Features.</b> Phi(I, M) from
+{html.escape(s['feature_note'])}, plus mask statistics and metadata ({s['n_features']} columns).<br>
+<b>Tuning.</b> Random search over {t['n_candidates']} candidates, {cfg.stage2.cv_folds}-fold stratified CV, scoring
+{html.escape(t['scoring'])}: default {t['default_score']:.4f}, best {t['best_score']:.4f}
+({'tuned parameters kept' if t['params'] else 'no candidate beat the defaults, defaults kept'}).
+Before tuning: XGBoost defaults at threshold 0.5. After tuning: threshold {s['threshold']:.4f} by
+{html.escape(s['threshold_rule'])} on out-of-fold probabilities of the fitting images; calibration: {html.escape(s['calibration'])}.</div>
+<h2>ROC and precision-recall</h2>{_img(figs['rocpr'], 'ROC and PR curves')}
+<h2>Confusion matrix and calibration</h2>{_img(figs['cm'], 'confusion matrix')} {_img(figs['cal'], 'calibration')}
+<h2>Examples</h2><p class="legend">Ground truth <span style="color:#00a000">green</span>, stage-1 prediction
+<span style="color:#d00000">red</span>; p = P(pneumothorax) after tuning.</p>{_img(figs['grid'], 'overlay examples')}
+<h2>Resolved configuration</h2><pre>{html.escape(yaml.safe_dump(config_mod.to_dict(cfg), sort_keys=False))}</pre>"""
+    page = f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>pneumoscope report</title><style>{CSS}</style></head><body>{body}</body></html>'
+    return study.write_report(page)

@@ -1,0 +1,71 @@
+"""The whole study of the paper from one config: Table 1, stage 2, Table 2, the report.
+
+``pneumoscope run`` trains a U-Net for every configured encoder on the same split,
+evaluates each best checkpoint on the test split (Table 1), picks the best encoder by
+validation IoU, trains and evaluates the stage-2 classifier on it (Table 2) and writes
+the HTML report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from ..config import Config
+from ..data.cache import Cache
+from ..data.prepare import prepare_data
+from ..runs import Run, Study
+from ..stage1.pipeline import METRIC_KEYS, train_seg
+from ..stage1.unet import canonical_encoder
+from ..stage2.pipeline import train_cls
+from .report import write_report
+
+PP_KEYS = ("iou", "dice_kaggle", "dice_pos")  # also reported after the post-processing rule, suffixed _pp
+TABLE1_COLUMNS = ["encoder", *METRIC_KEYS, *(f"{k}_pp" for k in PP_KEYS), "val_iou", "best_epoch", "epochs_run", "seconds"]
+
+
+def _best_val_iou(run: Run, best_epoch: int) -> float:
+    hist = run.read_history()
+    return float(hist.loc[hist.epoch == best_epoch, "val_iou"].iloc[0])
+
+
+def run_stage1(cfg: Config, study: Study, cache: Cache | None = None, skipped: list | None = None) -> pd.DataFrame:
+    """Train and evaluate every encoder of ``cfg.encoders``; returns Table 1."""
+    encoders = [canonical_encoder(e) for e in cfg.encoders]
+    rows = []
+    for enc in encoders:
+        ecfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, encoder=enc))
+        t0 = time.perf_counter()
+        run = study.seg_run(enc)
+        m = train_seg(ecfg, run, cache=cache, skipped=skipped)
+        pp = m.get("postprocessed", {})
+        rows.append({"encoder": enc, **{k: m[k] for k in METRIC_KEYS}, **{f"{k}_pp": pp.get(k) for k in PP_KEYS},
+                     "val_iou": _best_val_iou(run, m["best_epoch"]),
+                     "best_epoch": m["best_epoch"], "epochs_run": m["epochs_run"],
+                     "seconds": round(time.perf_counter() - t0, 1)})
+    return pd.DataFrame(rows, columns=TABLE1_COLUMNS)
+
+
+def run_study(cfg: Config, out: str | Path) -> dict:
+    """Run the study into the folder ``out``: a run per encoder, Table 1, stage 2 on the best
+    encoder, Table 2, metrics and the report. Returns the metrics."""
+    for enc in cfg.encoders:
+        canonical_encoder(enc)  # fail on a bad name before any work
+    study = Study(out)
+    cache, skipped = prepare_data(cfg)  # indexed and cached once for every encoder and stage 2
+    study.create()
+    study.write_config(cfg)
+    table1 = run_stage1(cfg, study, cache, skipped)
+    study.write_table("table1", table1)
+    best = str(table1.sort_values("val_iou", ascending=False).iloc[0]["encoder"])
+    best_run = study.seg_run(best)
+    res = train_cls(best_run, cache=cache if cfg.stage2.data is None else None)
+    study.write_table("table2", res.table2)
+    metrics = {"table1": table1.to_dict("records"), "best_encoder": best, "best_run": str(best_run.root),
+               "stage2": res.summary, "table2": res.table2.to_dict("records")}
+    study.write_metrics(metrics)
+    metrics["report"] = str(write_report(study, cfg, table1, best, res))
+    return metrics

@@ -1,0 +1,62 @@
+import numpy as np
+import pytest
+import torch
+
+from pneumoscope.config import ModelConfig
+from pneumoscope.errors import PneumoscopeError
+from pneumoscope.inference import select as backend_select
+from pneumoscope.inference.backends import TorchBackend, with_hflip_tta
+from pneumoscope.inference.export import sample_inputs
+from pneumoscope.runs import Run
+from pneumoscope.stage1.unet import build_model
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_model(ModelConfig(encoder="resnet18", cls_head=True)).eval()
+
+
+def test_torch_backend_shapes_and_channels_last_matches(model):
+    x = sample_inputs(64, 2)
+    p, c = TorchBackend(model, torch.device("cpu"))(x)
+    assert p.shape == (2, 64, 64) and c.shape == (2,) and ((p >= 0) & (p <= 1)).all()
+    p2, _ = TorchBackend(model, torch.device("cpu"), channels_last=True)(x)
+    assert np.abs(p - p2).max() < 1e-4
+
+
+def test_fp16_on_cpu_is_refused(model):
+    with pytest.raises(PneumoscopeError, match="fp16"):
+        TorchBackend(model, torch.device("cpu"), "fp16")
+
+
+def test_hflip_tta_averages_the_mirrored_prediction():
+    w = np.linspace(-2, 2, 16, dtype=np.float32)  # an asymmetric "model"
+
+    def fake(x):
+        return 1 / (1 + np.exp(-(x[:, 0] * w))), x[:, 0, 0, :1].sum(1)
+
+    x = np.random.default_rng(0).normal(size=(2, 1, 16, 16)).astype(np.float32)
+    prob, cls = with_hflip_tta(fake, x)
+    expect = (fake(x)[0] + fake(x[..., ::-1].copy())[0][..., ::-1]) / 2
+    np.testing.assert_allclose(prob, expect, rtol=1e-6)
+    assert cls.shape == (2,)
+
+
+def test_choose_falls_back_when_reduced_precision_disagrees(model, monkeypatch, tmp_path):
+    x = sample_inputs(64, 2)
+    # On every CPU: offer the bf16 path (emulated where the CPU lacks it) and make its parity check
+    # impossible, so the fallback to float32 is what gets exercised.
+    monkeypatch.setattr(backend_select, "bf16_supported", lambda device: True)
+    monkeypatch.setattr(backend_select, "DICE_MIN", 1.01)
+    chosen, notes = backend_select.choose(model, torch.device("cpu"), x, "torch", "auto", memo=Run(tmp_path))
+    assert chosen.name == "torch-fp32-cl"
+    assert any("torch-bf16-cl does not match float32" in n and "falling back" in n for n in notes)
+
+
+def test_choice_is_remembered_per_machine(model, tmp_path):
+    x = sample_inputs(64, 2)
+    memo = Run(tmp_path)
+    first, _ = backend_select.choose(model, torch.device("cpu"), x, "torch", "fp32", memo=memo)
+    again, notes = backend_select.choose(model, torch.device("cpu"), x, "torch", "fp32", memo=memo)
+    assert first.name == again.name and "remembered" in notes[0]

@@ -1,0 +1,87 @@
+"""predict end to end: backends, streaming resume, SIIM submission, Grad-CAM, post-processing."""
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from pneumoscope.cli import main
+from pneumoscope.data.rle import decode
+from pneumoscope.inference.batch import predict_files
+from pneumoscope.inference.predictor import PredictOptions, Predictor
+from tests.helpers import write_dicom
+
+
+@pytest.fixture
+def run(trained_run):
+    return trained_run
+
+
+@pytest.fixture
+def inputs(tiny_synth, tmp_path):
+    d = tmp_path / "in"
+    shutil.copytree(tiny_synth / "png_images", d)
+    write_dicom(d / "case.dcm", (np.random.default_rng(1).random((90, 70)) * 3000).astype(np.uint16))
+    return d
+
+
+def test_training_saved_a_postprocessing_rule_and_evaluate_reports_both(run, capsys):
+    rule = json.loads((run / "postprocess.json").read_text())
+    assert {"top", "min_area", "bottom", "val_dice_kaggle", "val_dice_kaggle_plain"} <= set(rule)
+    assert rule["val_dice_kaggle"] >= rule["val_dice_kaggle_plain"]
+    assert main(["evaluate-seg", "--run", str(run)]) == 0
+    m = json.loads((run / "metrics.json").read_text())
+    assert "postprocessed" in m and {"dice_kaggle", "rule"} <= set(m["postprocessed"])
+
+
+def test_submission_decodes_back_to_the_predicted_masks(run, inputs, tmp_path):
+    out = tmp_path / "o"
+    r = predict_files(run, [inputs], out, PredictOptions(backend="torch", submission=str(out / "sub.csv")))
+    assert r["predicted"] == 25
+    sub = pd.read_csv(out / "sub.csv", dtype=str)
+    assert list(sub.columns) == ["ImageId", "EncodedPixels"] and len(sub) == 25
+    preds = pd.read_csv(out / "predictions.csv").set_index("file")
+    for rec in sub.itertuples():
+        mask = np.asarray(Image.open(out / "masks" / f"{rec.ImageId}.png")) > 0
+        np.testing.assert_array_equal(decode(rec.EncodedPixels, *mask.shape).astype(bool), mask)
+        assert (rec.EncodedPixels == "-1") == (mask.sum() == 0)
+    assert preds.loc[str(inputs / "case.dcm"), "width"] == 70
+
+
+def test_resume_skips_done_files(run, inputs, tmp_path):
+    out = tmp_path / "o"
+    first = sorted(inputs.glob("*.png"))[:5]
+    predict_files(run, first, out, PredictOptions(backend="torch"))
+    r = predict_files(run, first + [inputs / "case.dcm"], out, PredictOptions(backend="torch"))
+    assert r["already_done"] == 5 and r["predicted"] == 1
+    table = pd.read_csv(out / "predictions.csv")
+    assert len(table) == 6 and table.file.is_unique
+    r = predict_files(run, first, out, PredictOptions(backend="torch", resume=False))
+    assert r["predicted"] == 5 and len(pd.read_csv(out / "predictions.csv")) == 5
+
+
+@pytest.mark.slow
+def test_gradcam_tta_and_onnx_from_the_cli(run, inputs, tmp_path, capsys):
+    out = tmp_path / "o"
+    assert main(["predict", "--run", str(run), str(inputs), "--out", str(out), "--gradcam", "--tta", "hflip",
+                 "--backend", "onnx", "--workers", "3", "--batch-size", "4"]) == 0
+    printed = capsys.readouterr().out
+    assert "backend onnx-fp32" in printed and "img/s" in printed
+    assert len(list((out / "gradcam").glob("*.png"))) == 25
+    img = np.asarray(Image.open(sorted(inputs.glob("*_1_.png"))[0]), np.float32) / 255
+    heat = Predictor(run, PredictOptions(backend="torch")).gradcam([img])[0]
+    assert heat.shape == img.shape and np.isfinite(heat).all() and heat.min() >= 0 and heat.max() <= 1 + 1e-6
+
+
+def test_postprocessing_can_be_switched_off(run, tiny_synth):
+    img = np.asarray(Image.open(sorted((tiny_synth / "png_images").glob("*_1_.png"))[0]), np.float32) / 255
+    on = Predictor(run, PredictOptions(backend="torch"))
+    off = Predictor(run, PredictOptions(backend="torch", postprocess=False))
+    r_on, r_off = on.predict(img), off.predict(img)
+    p_on, m_on, p_off, m_off = r_on.prob, r_on.mask, r_off.prob, r_off.mask
+    np.testing.assert_allclose(p_on, p_off, atol=1e-3)
+    np.testing.assert_array_equal(m_off, p_off > 0.5)
+    np.testing.assert_array_equal(m_on, on.rule.apply(p_on))

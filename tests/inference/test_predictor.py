@@ -1,0 +1,65 @@
+"""The public Python API: load_run(...).predict(path or array), the same answers as the CLI."""
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+import pneumoscope
+from pneumoscope.cli import main
+from pneumoscope.errors import PneumoscopeError
+from tests.helpers import write_dicom
+
+
+@pytest.fixture(scope="module")
+def model(stage2_run):
+    return pneumoscope.load_run(stage2_run, backend="torch")
+
+
+def test_predict_a_path_an_array_and_uint8_alike(model, tiny_synth):
+    path = sorted((tiny_synth / "png_images").glob("*_1_.png"))[0]
+    by_path = model.predict(path)
+    u8 = np.asarray(Image.open(path))
+    by_u8, by_float = model.predict(u8), model.predict(u8 / 255.0)
+    assert by_path.prob.shape == by_path.mask.shape == u8.shape and by_path.mask.dtype == bool
+    for other in (by_u8, by_float):
+        np.testing.assert_allclose(other.prob, by_path.prob, atol=1e-6)
+        assert other.p_pneumothorax == pytest.approx(by_path.p_pneumothorax, abs=1e-6)
+    assert 0 <= by_path.p_pneumothorax <= 1 and by_path.decision in ("normal", "pneumothorax")
+    assert (by_path.decision == "pneumothorax") == (by_path.p_pneumothorax >= model.cls_threshold)
+    assert by_path.mask_area_px == int(by_path.mask.sum())
+
+
+def test_dicom_metadata_reaches_the_result(model, tmp_path):
+    path = write_dicom(tmp_path / "x.dcm", (np.random.default_rng(0).random((70, 90)) * 4000).astype("uint16"),
+                       sex="F", age="033Y", view="AP")
+    r = model.predict(path)
+    assert r.prob.shape == (70, 90) and r.metadata["sex"] == "F" and r.metadata["age"] == 33
+
+
+def test_the_cli_gives_the_same_answer_as_the_api(model, stage2_run, tiny_synth, tmp_path):
+    src = sorted((tiny_synth / "png_images").glob("*.png"))[:3]
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for f in src:
+        shutil.copy(f, inputs / f.name)
+    assert main(["predict", "--run", str(stage2_run), str(inputs), "--out", str(tmp_path / "o"), "--backend", "torch"]) == 0
+    table = pd.read_csv(tmp_path / "o" / "predictions.csv").set_index("file")
+    for f in sorted(inputs.iterdir()):
+        r = model.predict(f)
+        row = table.loc[str(f)]
+        assert row.mask_area_px == r.mask_area_px and row.decision == r.decision
+        assert row.p_pneumothorax == pytest.approx(r.p_pneumothorax, abs=1e-6)
+
+
+@pytest.mark.parametrize("bad,needle", [(np.zeros((2, 3, 4)), "2-D"), ("/nonexistent.png", "file not found")])
+def test_bad_inputs_are_one_clear_error(model, bad, needle):
+    with pytest.raises(PneumoscopeError, match=needle):
+        model.predict(bad)
+
+
+def test_unknown_options_are_refused(stage2_run):
+    with pytest.raises(PneumoscopeError, match="unknown backend"):
+        pneumoscope.load_run(stage2_run, backend="tensorrt")

@@ -1,0 +1,29 @@
+"""The whole study from the CLI on a tiny config: Table 1, Table 2, metrics, the report."""
+
+import pandas as pd
+import pytest
+
+from pneumoscope.cli import main
+from tests.helpers import FAST
+
+
+@pytest.mark.slow
+def test_run_end_to_end_on_a_tiny_config(tiny_synth, tmp_path, capsys):
+    out = tmp_path / "study"
+    assert main(["run", "--data", str(tiny_synth), "--epochs", "1", "--out", str(out), *FAST,
+                 "--set", "encoders=[resnet18, mobilenet_v2]", "--set", "data.val_fraction=0.25",
+                 "--set", "data.test_fraction=0.25", "--set", "stage2.n_iter=2", "--set", "stage2.cv_folds=2"]) == 0
+    table = pd.read_csv(out / "tables" / "table1.csv")
+    assert table.encoder.tolist() == ["resnet18", "mobilenet_v2"]
+    assert {"loss", "iou", "pixel_accuracy", "dice_pos"} <= set(table.columns)
+    assert (out / "seg" / "mobilenet_v2" / "best.pt").is_file()
+    printed = capsys.readouterr().out
+    assert "best encoder" in printed and "Table 2" in printed and "report:" in printed
+    assert len(pd.read_csv(out / "tables" / "table2.csv")) == 4
+    metrics = pd.read_json(out / "metrics.json", typ="series")
+    assert {"table1", "best_encoder", "stage2", "table2"} <= set(metrics.index)
+    page = (out / "report.html").read_text()
+    assert "Table 1" in page and "Table 2" in page and page.count("data:image/png;base64,") == 5
+    assert "http://" not in page and "https://" not in page  # self-contained
+    for name in ("training_curves", "roc_pr", "confusion", "calibration", "overlays"):
+        assert (out / "plots" / f"{name}.png").is_file()

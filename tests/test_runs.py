@@ -1,0 +1,90 @@
+"""The run folder: one owner for every file name, atomic writes, derived files cleared."""
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from pneumoscope import config, runs
+from pneumoscope.errors import BadItemError, PneumoscopeError
+from pneumoscope.runs import Run, Study
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "pneumoscope"
+
+
+def test_not_a_run_folder_is_one_clear_error(tmp_path):
+    with pytest.raises(PneumoscopeError, match="not a run folder"):
+        Run(tmp_path).read_config()
+    with pytest.raises(PneumoscopeError, match="no best.pt checkpoint"):
+        Run(tmp_path).checkpoint_path("best")
+
+
+def test_config_split_history_and_skipped_round_trip(tmp_path):
+    run = Run(tmp_path / "r")
+    run.create()
+    cfg = config.load("demo", ["train.lr=5e-4"])
+    run.write_config(cfg)
+    assert Run(run.root).read_config() == cfg and len(run.config_sha256()) == 12
+    split = pd.DataFrame({"id": ["007", "b", "c"], "patient_id": ["", "p", "p"], "label": [1, 0, 0],
+                          "split": ["train", "val", "test"]})
+    run.write_split(split)
+    assert run.training_ids() == {"007"}  # ids stay strings (no "7")
+    run.write_history(["epoch", "val_loss"], [{"epoch": 1, "val_loss": 0.5}, {"epoch": 2, "val_loss": 0.4}])
+    assert run.read_history().val_loss.tolist() == [0.5, 0.4]
+    run.write_skipped([BadItemError("x", "/data/x.png", "not a readable image")])
+    assert pd.read_csv(run.root / runs.SKIPPED).reason.tolist() == ["not a readable image"]
+    run.write_skipped([])
+    assert not (run.root / runs.SKIPPED).exists()
+
+
+def test_writes_leave_no_temporary_files_and_create_removes_stale_ones(tmp_path):
+    run = Run(tmp_path)
+    (tmp_path / "best.pt.tmp").write_bytes(b"half a checkpoint")
+    run.create()
+    assert not list(tmp_path.glob("*.tmp"))
+    run.save_checkpoint("best", {"model": {"w": torch.ones(2)}, "config": {}})
+    run.write_metrics({"iou": float("nan"), "dice_pos": 0.5})
+    assert run.read_metrics() == {"iou": None, "dice_pos": 0.5}  # strict JSON: NaN is null
+    assert not list(tmp_path.glob("*.tmp"))
+    assert torch.equal(run.load_checkpoint("best")["model"]["w"], torch.ones(2))
+
+
+def test_new_best_weights_forget_what_was_built_from_the_old(tmp_path):
+    run = Run(tmp_path)
+    run.save_checkpoint("best", {"model": {}, "config": {}})
+    tag = run.weights_tag()
+    run.memo["x"] = object()
+    run.save_checkpoint("best", {"model": {"w": torch.zeros(3)}, "config": {}})
+    assert run.memo == {} and run.weights_tag() != tag
+
+
+def test_clear_derived_removes_exactly_the_derived_files(tmp_path):
+    run = Run(tmp_path)
+    for name in (runs.ONNX, runs.EXPORT_REPORT, runs.BACKEND_MEMO, runs.POSTPROCESS, runs.CONFIG, runs.SPLIT):
+        (tmp_path / name).write_text("x")
+    (tmp_path / runs.STAGE2).mkdir()
+    (tmp_path / runs.STAGE2 / "anything").write_text("x")
+    assert sorted(run.clear_derived()) == sorted(runs.DERIVED)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([runs.CONFIG, runs.SPLIT])
+
+
+def test_study_folder(tmp_path):
+    study = Study(tmp_path / "s")
+    study.create()
+    assert study.seg_run("resnet18").root == tmp_path / "s" / "seg" / "resnet18"
+    path = study.write_table("table1", pd.DataFrame({"encoder": ["resnet18"], "iou": [0.123456]}))
+    assert path.read_text() == "encoder,iou\nresnet18,0.1235\n"
+    assert study.plot_path("roc_pr").parent.is_dir()
+
+
+def test_no_other_module_names_a_run_folder_file():
+    """The contract of the layout: only runs.py spells the names of the run folder's files."""
+    names = [runs.CONFIG, runs.SPLIT, runs.HISTORY, runs.METRICS, runs.POSTPROCESS, runs.ONNX, runs.EXPORT_REPORT,
+             runs.BACKEND_MEMO, *runs.CHECKPOINTS.values(), runs.S2_CLASSIFIER, runs.S2_SUMMARY, runs.S2_FEATURE_NAMES,
+             runs.S2_TABLE2]  # skipped.csv is also a name of predict's output folder, owned by inference/batch.py
+    pattern = re.compile("|".join(re.escape(n) for n in names))
+    offenders = [f"{p.relative_to(SRC)}:{i}: {line.strip()}" for p in SRC.rglob("*.py") if p.name != "runs.py"
+                 for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    assert offenders == []
