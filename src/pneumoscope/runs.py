@@ -312,6 +312,7 @@ class Study:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+        self._runs: dict[str, Run] = {}
 
     def create(self) -> None:
         """Create the folder and its sub-folders."""
@@ -319,8 +320,8 @@ class Study:
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
     def seg_run(self, encoder: str) -> Run:
-        """The stage-1 run of one encoder."""
-        return Run(self.root / "seg" / encoder)
+        """The stage-1 run of one encoder (the same object each time, so what it loaded is reused)."""
+        return self._runs.setdefault(encoder, Run(self.root / "seg" / encoder))
 
     def write_config(self, cfg: Config) -> None:
         """Save the resolved config of the study."""

@@ -1,20 +1,31 @@
 """The whole study from the CLI on a tiny config: Table 1, Table 2, metrics, the report."""
 
+from collections import Counter
+
 import pandas as pd
 import pytest
 
+from pneumoscope import config
 from pneumoscope.cli import main
+from pneumoscope.data import prepare
+from pneumoscope.runs import Run
 from tests.helpers import FAST
 
 
 @pytest.mark.slow
-def test_run_end_to_end_on_a_tiny_config(tiny_synth, tmp_path, capsys):
+def test_run_end_to_end_on_a_tiny_config(tiny_synth, tmp_path, capsys, monkeypatch):
+    calls = Counter()
+    for owner, name in ((Run, "load_checkpoint"), (prepare, "index_dataset"), (config, "load")):
+        original = getattr(owner, name)
+        monkeypatch.setattr(owner, name, lambda *a, _f=original, _n=name, **k: calls.update([_n]) or _f(*a, **k))
     out = tmp_path / "study"
     assert main(["run", "--data", str(tiny_synth), "--epochs", "1", "--out", str(out), *FAST,
                  "--set", "encoders=[resnet18, mobilenet_v2]", "--set", "data.val_fraction=0.25",
                  "--set", "data.test_fraction=0.25", "--set", "stage2.n_iter=2", "--set", "stage2.cv_folds=2"]) == 0
     table = pd.read_csv(out / "tables" / "table1.csv")
     assert table.encoder.tolist() == ["resnet18", "mobilenet_v2"]
+    # The dataset is indexed once, the config read once, each encoder's best weights loaded once.
+    assert calls == {"index_dataset": 1, "load": 1, "load_checkpoint": 2}
     assert {"loss", "iou", "pixel_accuracy", "dice_pos"} <= set(table.columns)
     assert (out / "seg" / "mobilenet_v2" / "best.pt").is_file()
     printed = capsys.readouterr().out
