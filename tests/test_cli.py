@@ -30,7 +30,7 @@ def test_synth_writes_layout_and_preview(tmp_path, capsys):
 
 
 def test_train_writes_the_run_folder(trained_run):
-    for name in ("config.yaml", "split.csv", "history.csv", "best.pt", "last.pt", "metrics.json"):
+    for name in ("config.yaml", "split.csv", "history.csv", "best.safetensors", "last.pt", "metrics.json"):
         assert (trained_run / name).is_file(), name
     m = pd.read_json(trained_run / "metrics.json", typ="series")
     for key in ("loss", "iou", "iou_pos", "dice_kaggle", "dice_pos", "pixel_accuracy"):

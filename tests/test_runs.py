@@ -1,5 +1,6 @@
 """The run folder: one owner for every file name, atomic writes, derived files cleared."""
 
+import json
 import re
 from pathlib import Path
 
@@ -17,8 +18,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "pneumoscope"
 def test_not_a_run_folder_is_one_clear_error(tmp_path):
     with pytest.raises(PneumoscopeError, match="not a run folder"):
         Run(tmp_path).read_config()
-    with pytest.raises(PneumoscopeError, match="no best.pt checkpoint"):
-        Run(tmp_path).checkpoint_path("best")
+    with pytest.raises(PneumoscopeError, match="no trained weights"):
+        Run(tmp_path).weights_path()
 
 
 def test_config_split_history_and_skipped_round_trip(tmp_path):
@@ -39,25 +40,61 @@ def test_config_split_history_and_skipped_round_trip(tmp_path):
     assert not (run.root / runs.SKIPPED).exists()
 
 
+SPLIT = pd.DataFrame({"id": ["a", "b"], "patient_id": ["", ""], "label": [1, 0], "split": ["train", "val"]})
+
+
 def test_writes_leave_no_temporary_files_and_create_removes_stale_ones(tmp_path):
     run = Run(tmp_path)
-    (tmp_path / "best.pt.tmp").write_bytes(b"half a checkpoint")
+    (tmp_path / "best.safetensors.tmp").write_bytes(b"half a checkpoint")
     run.create()
     assert not list(tmp_path.glob("*.tmp"))
-    run.save_checkpoint("best", {"model": {"w": torch.ones(2)}, "config": {}})
+    cfg = config.load("demo")
+    run.write_split(SPLIT)
+    run.save_weights({"w": torch.ones(2)}, cfg, SPLIT, {"epoch": 3, "history": [1, 2]})
     run.write_metrics({"iou": float("nan"), "dice_pos": 0.5})
     assert run.read_metrics() == {"iou": None, "dice_pos": 0.5}  # strict JSON: NaN is null
     assert not list(tmp_path.glob("*.tmp"))
-    assert torch.equal(run.load_checkpoint("best")["model"]["w"], torch.ones(2))
+    state, saved_cfg = run.load_weights()
+    assert torch.equal(state["w"], torch.ones(2)) and config.from_dict(saved_cfg) == cfg
+    assert json.loads(run.weights_meta()["state"]) == {"epoch": 3}
 
 
-def test_new_best_weights_forget_what_was_built_from_the_old(tmp_path):
+def test_weights_of_another_split_are_refused(tmp_path):
     run = Run(tmp_path)
-    run.save_checkpoint("best", {"model": {}, "config": {}})
-    tag = run.weights_tag()
+    run.write_split(SPLIT)
+    run.save_weights({"w": torch.ones(2)}, config.load("demo"), SPLIT, {})
+    run.write_split(SPLIT.assign(split=["val", "train"]))  # a retraining that died before its first weights
+    with pytest.raises(PneumoscopeError, match="another split"):
+        run.load_weights()
+
+
+def test_derived_files_of_other_weights_are_ignored(tmp_path):
+    run = Run(tmp_path)
+    run.save_weights({"w": torch.ones(2)}, config.load("demo"), SPLIT, {})
+    run.write_postprocess({"top": 0.5, "min_area": 0.0, "bottom": 0.5})
+    run.write_backend_memo({"cpu": {"backend": "onnx-fp32"}})
+    assert run.read_postprocess()["top"] == 0.5 and run.read_backend_memo()["cpu"]["backend"] == "onnx-fp32"
     run.memo["x"] = object()
-    run.save_checkpoint("best", {"model": {"w": torch.zeros(3)}, "config": {}})
-    assert run.memo == {} and run.weights_tag() != tag
+    run.save_weights({"w": torch.zeros(2)}, config.load("demo"), SPLIT, {})  # new weights, files left in place
+    assert run.memo == {} and run.read_postprocess() is None and run.read_backend_memo() == {}
+    (tmp_path / runs.POSTPROCESS).write_text('{"top": 0.5, "wei')  # cut short
+    assert run.read_postprocess() is None
+
+
+def test_a_cut_resume_checkpoint_is_one_clear_error(tmp_path):
+    run = Run(tmp_path)
+    run.save_resume_state({"model": {"w": torch.ones(1000)}, "state": {"epoch": 1}})
+    assert run.load_resume_state()["state"] == {"epoch": 1}
+    data = (tmp_path / runs.LAST).read_bytes()
+    (tmp_path / runs.LAST).write_bytes(data[: len(data) // 2])
+    with pytest.raises(PneumoscopeError, match="cut short or corrupt"):
+        run.load_resume_state()
+
+
+def test_old_pickled_runs_are_refused_with_the_upgrade_command(tmp_path):
+    (tmp_path / "best.pt").write_bytes(b"pickle")
+    with pytest.raises(PneumoscopeError, match="pneumoscope upgrade-run --run"):
+        Run(tmp_path).weights_path()
 
 
 def test_clear_derived_removes_exactly_the_derived_files(tmp_path):
@@ -82,7 +119,7 @@ def test_study_folder(tmp_path):
 def test_no_other_module_names_a_run_folder_file():
     """The contract of the layout: only runs.py spells the names of the run folder's files."""
     names = [runs.CONFIG, runs.SPLIT, runs.HISTORY, runs.METRICS, runs.POSTPROCESS, runs.ONNX, runs.EXPORT_REPORT,
-             runs.BACKEND_MEMO, *runs.CHECKPOINTS.values(), runs.S2_CLASSIFIER, runs.S2_SUMMARY, runs.S2_FEATURE_NAMES,
+             runs.BACKEND_MEMO, runs.BEST, runs.LAST, runs.S2_CLASSIFIER, runs.S2_SUMMARY, runs.S2_FEATURE_NAMES,
              runs.S2_TABLE2]  # skipped.csv is also a name of predict's output folder, owned by inference/batch.py
     pattern = re.compile("|".join(re.escape(n) for n in names))
     offenders = [f"{p.relative_to(SRC)}:{i}: {line.strip()}" for p in SRC.rglob("*.py") if p.name != "runs.py"

@@ -67,7 +67,7 @@ def cmd_train_seg(args: argparse.Namespace) -> None:
 def cmd_evaluate_seg(args: argparse.Namespace) -> None:
     from .stage1.pipeline import evaluate_seg
 
-    m = evaluate_seg(args.run, args.data, args.split, args.layout, args.skip_bad)
+    m = evaluate_seg(args.run, args.data, args.split, args.layout, args.skip_bad, args.out)
     print(f"{m['split']} ({m['n_images']} images, {m['n_positive']} positive): "
           + ", ".join(f"{k} {m[k]:.4f}" for k in ("loss", "iou", "iou_pos", "dice_kaggle", "dice_pos", "pixel_accuracy")
                       if m[k] == m[k])
@@ -146,6 +146,13 @@ def cmd_train_cls(args: argparse.Namespace) -> None:
     print(f"{res.summary['leakage']}\nwrote {run.stage2_dir}")
 
 
+def cmd_upgrade_run(args: argparse.Namespace) -> None:
+    from .upgrade import upgrade_run
+
+    for line in upgrade_run(args.run):
+        print(f"converted {line}")
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
@@ -203,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--layout", default="auto", choices=layouts)
     s.add_argument("--split", default="auto", choices=["auto", *SPLITS, "all"])
     s.add_argument("--skip-bad", action="store_true")
+    s.add_argument("--out", help="JSON file for the metrics (default: the run's own metrics file for its test split, "
+                                 "else a file beside it named after the data and split)")
     s.set_defaults(func=cmd_evaluate_seg)
 
     s = sub.add_parser("predict", help="masks, overlays and predictions.csv for DICOM/PNG files or folders")
@@ -238,6 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", default="onnx", choices=["onnx"])
     s.add_argument("--out", help="output file (default: in the run folder)")
     s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("upgrade-run", help="convert a run folder of pneumoscope 0.1 (pickles) to safe formats")
+    s.add_argument("--run", required=True, help="a run folder you trust (its old files are unpickled once)")
+    s.set_defaults(func=cmd_upgrade_run)
 
     s = sub.add_parser("train-cls", help="stage 2: features + tuned XGBoost on a trained stage-1 run")
     s.add_argument("--run", required=True, help="a stage-1 run folder (train-seg output)")

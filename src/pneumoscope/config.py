@@ -161,9 +161,62 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         raise PneumoscopeError(f"config key {key}: cannot read {value!r} as {base.__name__}") from exc
 
 
+# key -> (test, what it must be); checked on every config, so a bad value fails before any work.
+_RULES: dict[str, tuple[Any, str]] = {
+    "data.size": (lambda v: v >= 32 and v % 32 == 0, "a multiple of 32, at least 32 (the U-Net halves it 5 times)"),
+    "data.val_fraction": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "data.test_fraction": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "data.positive_fraction": (lambda v: v is None or 0 < v < 1, "null or in (0, 1)"),
+    "data.synth_n": (lambda v: v >= 8, ">= 8"),
+    "data.synth_size": (lambda v: v >= 32, ">= 32"),
+    "data.synth_positive_rate": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "loss.bce": (lambda v: v >= 0, ">= 0"),
+    "loss.dice": (lambda v: v >= 0, ">= 0"),
+    "loss.focal": (lambda v: v >= 0, ">= 0"),
+    "loss.focal_gamma": (lambda v: v >= 0, ">= 0"),
+    "loss.focal_alpha": (lambda v: v is None or 0 < v < 1, "null or in (0, 1)"),
+    "loss.dice_smooth": (lambda v: v >= 0, ">= 0"),
+    "loss.cls_weight": (lambda v: v >= 0, ">= 0"),
+    "train.epochs": (lambda v: v >= 1, ">= 1"),
+    "train.batch_size": (lambda v: v >= 1, ">= 1"),
+    "train.lr": (lambda v: v >= 0, ">= 0"),
+    "train.weight_decay": (lambda v: v >= 0, ">= 0"),
+    "train.plateau_factor": (lambda v: 0 < v < 1, "in (0, 1)"),
+    "train.plateau_patience": (lambda v: v >= 0, ">= 0"),
+    "train.early_stopping_patience": (lambda v: v >= 1, ">= 1"),
+    "train.num_workers": (lambda v: v >= 0, ">= 0"),
+    "train.threshold": (lambda v: 0 < v < 1, "in (0, 1)"),
+    "stage2.test_fraction": (lambda v: 0 < v < 1, "in (0, 1)"),
+    "stage2.n_iter": (lambda v: v >= 1, ">= 1"),
+    "stage2.cv_folds": (lambda v: v >= 2, ">= 2"),
+    "stage2.target_sensitivity": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "stage2.batch_size": (lambda v: v >= 1, ">= 1"),
+}
+
+
+def check(cfg: Config) -> Config:
+    """Raise PneumoscopeError naming the first value out of its range (and impossible combinations)."""
+    for key, (ok, what) in _RULES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if not ok(value):
+            raise PneumoscopeError(f"config key {key}: {value!r} is not allowed; it must be {what}")
+    d, lo = cfg.data, cfg.loss
+    if d.val_fraction + d.test_fraction >= 1:
+        raise PneumoscopeError(f"data.val_fraction + data.test_fraction = {d.val_fraction + d.test_fraction:g}; "
+                               "they must sum to less than 1 (the rest is for training)")
+    if lo.bce + lo.dice + lo.focal == 0:
+        raise PneumoscopeError("loss.bce, loss.dice and loss.focal are all 0: nothing to train on")
+    if lo.cls_weight > 0 and not cfg.model.cls_head:
+        raise PneumoscopeError("loss.cls_weight > 0 needs model.cls_head: true")
+    if not cfg.encoders:
+        raise PneumoscopeError("encoders: the list is empty; name at least one encoder")
+    return cfg
+
+
 def from_dict(values: dict[str, Any]) -> Config:
-    """Build a Config from a nested mapping, rejecting unknown keys."""
-    return _build(Config, values or {}, "")
+    """Build a Config from a nested mapping, rejecting unknown keys and values out of range."""
+    return check(_build(Config, values or {}, ""))
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:

@@ -4,19 +4,23 @@ A *run* is what ``train-seg`` writes (one U-Net and what was derived from it); a
 what ``run`` writes (one run per encoder under ``seg/``, the tables, plots and the report).
 No other module builds a path inside either: they ask a :class:`Run` or a :class:`Study`.
 
-Files are written to a temporary name and renamed, so a killed command leaves the old
-file or the new one, never half of one.
+Safe to share: what inference loads is data, not pickles — the best weights in safetensors
+(with the config and the split's hash in its header), the stage-2 classifier in XGBoost's
+own format plus JSON. Only the resume checkpoint is a torch file, loaded with
+``weights_only=True``. Every file is written to a temporary name and renamed.
+
+Derived files (post-processing rule, ONNX export, backend memo, stage-2 classifier) record the
+id of the weights they came from and are ignored when the weights changed, so a retraining
+killed at any point never pairs new weights with stale artefacts.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
-import math
 import os
 import shutil
-from collections.abc import Iterable
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +29,7 @@ import pandas as pd
 from . import config as config_mod
 from .config import Config
 from .errors import BadItemError, PneumoscopeError
+from .files import atomic_write, json_text, read_json, tmp_name, write_csv, write_json
 
 CONFIG = "config.yaml"
 SPLIT = "split.csv"
@@ -36,58 +41,22 @@ ONNX = "model.onnx"
 EXPORT_REPORT = "export.json"
 BACKEND_MEMO = "backend.json"
 STAGE2 = "stage2"
-CHECKPOINTS = {"best": "best.pt", "last": "last.pt"}
-S2_CLASSIFIER = "classifier.joblib"
+BEST = "best.safetensors"
+LAST = "last.pt"
+S2_CLASSIFIER = "classifier.json"
+S2_BOOSTER = "booster-{}.ubj"
 S2_SUMMARY = "stage2.json"
 S2_FEATURE_NAMES = "feature_names.json"
 S2_TABLE2 = "table2.csv"
 S2_FEATURES = "features.npz"
+LEGACY_BEST, LEGACY_CLASSIFIER = "best.pt", "classifier.joblib"  # pickles written by pneumoscope 0.1
 
 # What was derived from a run's weights: removed when new weights replace them.
 DERIVED = (ONNX, EXPORT_REPORT, BACKEND_MEMO, POSTPROCESS, STAGE2)
 
 
-def _clean(value: Any) -> Any:
-    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
-
-
-def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    if isinstance(data, str):
-        data = data.encode()
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Strict JSON (NaN and infinity written as null), written atomically."""
-    atomic_write(path, json.dumps(_clean(data), indent=2) + "\n")
-
-
-def write_csv(path: Path, fields: list[str], rows: Iterable[dict]) -> None:
-    """A CSV with a header, written atomically."""
-    import io
-
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write(path, buf.getvalue())
-
-
-def _read_ids_csv(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path, dtype={"id": str, "patient_id": str}, keep_default_na=False)
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
 
 
 class Run:
@@ -97,6 +66,7 @@ class Run:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self._config: Config | None = None
+        self._weights_meta: tuple[int, dict] | None = None
         self.memo: dict[Any, Any] = {}  # objects built from the best weights (cleared when they change)
 
     def __repr__(self) -> str:
@@ -108,15 +78,21 @@ class Run:
     # -- the folder ---------------------------------------------------------------------
     def require(self) -> Run:
         """Raise unless this is a run folder (it has a saved config)."""
+        if self.root.exists() and not self.root.is_dir():
+            raise PneumoscopeError(f"{self.root}: is a file, not a run folder")
         if not self._p(CONFIG).is_file():
             raise PneumoscopeError(f"{self.root}: not a run folder (no {CONFIG})")
         return self
 
     def create(self) -> None:
         """Create the folder; remove temporary files a killed command left behind."""
+        if self.root.exists() and not self.root.is_dir():
+            raise PneumoscopeError(f"{self.root}: is a file, not a folder; choose another --out")
         self.root.mkdir(parents=True, exist_ok=True)
-        for tmp in self.root.glob("*.tmp"):
-            tmp.unlink(missing_ok=True)
+        for folder in (self.root, self.stage2_dir):
+            for pattern in ("*.tmp", "*.tmp.onnx"):
+                for tmp in folder.glob(pattern):
+                    tmp.unlink(missing_ok=True)
 
     def clear_derived(self) -> list[str]:
         """Remove what was derived from earlier weights (ONNX export, backend choice,
@@ -133,6 +109,26 @@ class Run:
             gone.append(name)
         self.memo.clear()
         return gone
+
+    def legacy_best(self) -> Path | None:
+        """The pickled best checkpoint of pneumoscope 0.1, when it has not been converted."""
+        path = self._p(LEGACY_BEST)
+        return path if path.is_file() and not self.has_weights() else None
+
+    def legacy_classifier(self) -> Path | None:
+        """The pickled stage-2 classifier of pneumoscope 0.1, when it has not been converted."""
+        path = self.stage2_dir / LEGACY_CLASSIFIER
+        return path if path.is_file() and not (self.stage2_dir / S2_CLASSIFIER).is_file() else None
+
+    def legacy_files(self) -> list[str]:
+        """Pickled files of an older pneumoscope that this version no longer loads."""
+        return [str(p.relative_to(self.root)) for p in (self.legacy_best(), self.legacy_classifier()) if p is not None]
+
+    def _refuse_legacy(self) -> None:
+        old = self.legacy_files()
+        if old:
+            raise PneumoscopeError(f"{self.root}: written by an older pneumoscope (pickled {', '.join(old)}, which can run "
+                                   f"code when loaded); if you trust it, convert it once: pneumoscope upgrade-run --run {self.root}")
 
     # -- config -------------------------------------------------------------------------
     def read_config(self) -> Config:
@@ -153,14 +149,21 @@ class Run:
         return hashlib.sha256(path.read_bytes()).hexdigest()[:12] if path.is_file() else ""
 
     # -- split --------------------------------------------------------------------------
+    @staticmethod
+    def split_text(split: pd.DataFrame) -> str:
+        """The split as saved (its hash ties the weights to it)."""
+        return split.to_csv(index=False)
+
     def read_split(self) -> pd.DataFrame | None:
         """``id, patient_id, label, split`` of the run's images, or None when there is none."""
         path = self._p(SPLIT)
-        return _read_ids_csv(path) if path.is_file() else None
+        if not path.is_file():
+            return None
+        return pd.read_csv(path, dtype={"id": str, "patient_id": str}, keep_default_na=False)
 
     def write_split(self, split: pd.DataFrame) -> None:
         """Save the train/val/test assignment."""
-        atomic_write(self._p(SPLIT), split.to_csv(index=False))
+        atomic_write(self._p(SPLIT), self.split_text(split))
 
     def training_ids(self) -> set[str]:
         """Ids of the images the segmentation model trained on."""
@@ -179,39 +182,95 @@ class Run:
             raise PneumoscopeError(f"{self.root}: no {HISTORY} (was training started?)")
         return pd.read_csv(path)
 
-    # -- checkpoints and the model ------------------------------------------------------
-    def checkpoint_path(self, which: str = "best") -> Path:
-        """The checkpoint file, checked to exist."""
-        path = self._p(CHECKPOINTS[which])
+    # -- weights ------------------------------------------------------------------------
+    def has_weights(self) -> bool:
+        """Whether best weights are there."""
+        return self._p(BEST).is_file()
+
+    def weights_path(self) -> Path:
+        """The best weights file, checked to exist."""
+        path = self._p(BEST)
         if not path.is_file():
-            raise PneumoscopeError(f"{self.root}: no {path.name} checkpoint (was training finished?)")
+            self._refuse_legacy()
+            raise PneumoscopeError(f"{self.root}: no trained weights ({BEST}); was training finished?")
         return path
 
-    def has_checkpoint(self, which: str = "best") -> bool:
-        """Whether the checkpoint exists."""
-        return self._p(CHECKPOINTS[which]).is_file()
+    def save_weights(self, state_dict: dict, cfg: Config, split: pd.DataFrame, train_state: dict) -> None:
+        """Save the best weights (safetensors) with the config, the split's hash and the epoch."""
+        from safetensors.torch import save_file
 
-    def save_checkpoint(self, which: str, payload: dict) -> None:
-        """Write a checkpoint atomically."""
+        meta = {"format": "pneumoscope-unet/1", "weights_id": uuid.uuid4().hex,
+                "config": json.dumps(config_mod.to_dict(cfg)), "split_sha": _sha(self.split_text(split).encode()),
+                "state": json.dumps({k: v for k, v in train_state.items() if k != "history"})}
+        path = self._p(BEST)
+        tmp = tmp_name(path)
+        save_file({k: v.detach().contiguous().cpu() for k, v in state_dict.items()}, str(tmp), metadata=meta)
+        os.replace(tmp, path)
+        self.memo.clear()
+        self._weights_meta = None
+
+    def weights_meta(self) -> dict:
+        """The header of the best weights: weights id, config, split hash, training state."""
+        from safetensors import safe_open
+
+        path = self.weights_path()
+        stamp = path.stat().st_mtime_ns
+        if self._weights_meta is None or self._weights_meta[0] != stamp:
+            try:
+                with safe_open(str(path), "pt") as fh:
+                    meta = fh.metadata() or {}
+            except Exception as exc:  # safetensors raises its own error types for cut or foreign files
+                raise PneumoscopeError(f"{path}: unreadable weights ({' '.join(str(exc).split())})") from exc
+            if "config" not in meta:
+                raise PneumoscopeError(f"{path}: not weights written by pneumoscope (no config in its header)")
+            self._weights_meta = (stamp, meta)
+        return self._weights_meta[1]
+
+    def weights_id(self) -> str:
+        """Identifies the current best weights (derived files record it)."""
+        return self.weights_meta()["weights_id"]
+
+    def load_weights(self) -> tuple[dict, dict]:
+        """The best weights (state dict) and the config (as a mapping) they were trained with.
+
+        Refuses weights that do not belong to the saved split (a retraining interrupted
+        between writing its split and its first weights)."""
+        from safetensors.torch import load_file
+
+        meta = self.weights_meta()
+        split = self.read_split()
+        if split is not None and _sha(self.split_text(split).encode()) != meta["split_sha"]:
+            raise PneumoscopeError(f"{self.root}: its weights were trained on another split than the saved one "
+                                   "(an interrupted retraining?); train again into this folder")
+        return load_file(str(self.weights_path())), json.loads(meta["config"])
+
+    def has_resume_state(self) -> bool:
+        """Whether a resume checkpoint is there."""
+        return self._p(LAST).is_file()
+
+    def save_resume_state(self, payload: dict) -> None:
+        """The resume checkpoint: weights, optimizer, scheduler, early-stopping and RNG state."""
         import torch
 
-        path = self._p(CHECKPOINTS[which])
-        tmp = path.with_name(path.name + ".tmp")
+        path = self._p(LAST)
+        tmp = tmp_name(path)
         torch.save(payload, tmp)
         os.replace(tmp, path)
-        if which == "best":
-            self.memo.clear()
 
-    def load_checkpoint(self, which: str = "best") -> dict:
-        """Read a checkpoint written by :meth:`save_checkpoint`."""
+    def load_resume_state(self) -> dict:
+        """The resume checkpoint (tensors and plain values only: ``weights_only=True``)."""
+        import pickle
+
         import torch
 
-        return torch.load(self.checkpoint_path(which), map_location="cpu", weights_only=False)
-
-    def weights_tag(self) -> str:
-        """Identifies the best weights (size and modification time of the checkpoint)."""
-        st = self.checkpoint_path("best").stat()
-        return f"{st.st_size}:{st.st_mtime_ns}"
+        path = self._p(LAST)
+        if not path.is_file():
+            raise PneumoscopeError(f"{self.root}: nothing to resume (no {LAST}); train without --resume")
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, ValueError) as exc:
+            raise PneumoscopeError(f"{path}: cannot resume from it, the file is cut short or corrupt "
+                                   f"({' '.join(str(exc).split())[:160]}); train again without --resume") from exc
 
     # -- metrics and skipped items ------------------------------------------------------
     @property
@@ -219,8 +278,18 @@ class Run:
         """Where the test-split metrics are."""
         return self._p(METRICS)
 
+    def metrics_path_for(self, data: str | None, split: str = "test") -> Path:
+        """Where metrics go: the run's own file for its own test split; beside it, named after the
+        other dataset and/or the split, for anything else."""
+        parts = []
+        if data is not None:
+            parts.append("".join(c if c.isalnum() or c in "-_" else "-" for c in Path(str(data)).resolve().name).strip("-") or "data")
+        if split != "test" or data is not None:
+            parts.append(split)
+        return self._p("metrics-" + "-".join(parts) + ".json") if parts else self.metrics_path
+
     def write_metrics(self, metrics: dict, path: Path | None = None) -> Path:
-        """Save metrics (to ``metrics.json`` unless ``path`` says otherwise); returns the path."""
+        """Save metrics (to the run's own metrics file unless ``path`` says otherwise); returns the path."""
         path = path or self.metrics_path
         write_json(path, metrics)
         return path
@@ -237,37 +306,57 @@ class Run:
             return
         write_csv(path, ["id", "path", "reason"], ({"id": e.item_id, "path": e.path, "reason": e.reason} for e in skipped))
 
-    # -- post-processing rule -----------------------------------------------------------
+    # -- derived files, tied to the weights ----------------------------------------------
+    def _write_derived(self, path: Path, data: dict) -> None:
+        write_json(path, {**data, "weights_id": self.weights_id()})
+
+    def _read_derived(self, path: Path) -> dict | None:
+        data = read_json(path) if path.is_file() else None
+        if not isinstance(data, dict) or not self.has_weights() or data.get("weights_id") != self.weights_id():
+            return None  # missing, cut short, or derived from other weights
+        return data
+
+    def adopt_derived(self) -> list[str]:
+        """Stamp the derived files with the current weights id (only for the same weights saved
+        anew, as by ``upgrade-run``); returns the names stamped."""
+        stamped = []
+        for path in (self._p(POSTPROCESS), self._p(EXPORT_REPORT), self._p(BACKEND_MEMO), self.stage2_dir / S2_SUMMARY):
+            data = read_json(path) if path.is_file() else None
+            if isinstance(data, dict):
+                self._write_derived(path, {k: v for k, v in data.items() if k != "weights_id"})
+                stamped.append(path.name)
+        return stamped
+
     def read_postprocess(self) -> dict | None:
         """The post-processing rule searched on validation (with its scores), or None."""
-        path = self._p(POSTPROCESS)
-        return json.loads(path.read_text()) if path.is_file() else None
+        return self._read_derived(self._p(POSTPROCESS))
 
     def write_postprocess(self, rule: dict) -> None:
         """Save the post-processing rule."""
-        write_json(self._p(POSTPROCESS), rule)
+        self._write_derived(self._p(POSTPROCESS), rule)
 
-    # -- export and backend memo --------------------------------------------------------
     @property
     def onnx_path(self) -> Path:
-        """Where the ONNX export of the best weights lives."""
+        """Where the ONNX export of the best weights goes."""
         return self._p(ONNX)
+
+    def current_onnx(self) -> Path | None:
+        """The ONNX export when it exists, passed its parity check and is of the current weights."""
+        report = self._read_derived(self._p(EXPORT_REPORT))
+        ok = report is not None and report.get("passed") and self.onnx_path.is_file()
+        return self.onnx_path if ok else None
 
     def write_export_report(self, report: dict) -> None:
         """What the export's parity check measured."""
-        write_json(self._p(EXPORT_REPORT), report)
+        self._write_derived(self._p(EXPORT_REPORT), report)
 
     def read_backend_memo(self) -> dict:
-        """Backend choices remembered per machine."""
-        path = self._p(BACKEND_MEMO)
-        try:
-            return json.loads(path.read_text()) if path.is_file() else {}
-        except json.JSONDecodeError:
-            return {}
+        """Backend choices remembered per machine (for the current weights)."""
+        return self._read_derived(self._p(BACKEND_MEMO)) or {}
 
     def write_backend_memo(self, memo: dict) -> None:
         """Save the backend choices."""
-        write_json(self._p(BACKEND_MEMO), memo)
+        self._write_derived(self._p(BACKEND_MEMO), {k: v for k, v in memo.items() if k != "weights_id"})
 
     # -- stage 2 ------------------------------------------------------------------------
     @property
@@ -276,35 +365,48 @@ class Run:
         return self._p(STAGE2)
 
     def has_classifier(self) -> bool:
-        """Whether a fitted stage-2 classifier is there."""
-        return (self.stage2_dir / S2_CLASSIFIER).is_file()
+        """Whether a stage-2 classifier of the current weights is there (an old pickled one raises)."""
+        if self._read_derived(self.stage2_dir / S2_SUMMARY) is not None and (self.stage2_dir / S2_CLASSIFIER).is_file():
+            return True
+        self._refuse_legacy()
+        return False
 
     def feature_cache(self) -> Path:
         """Stem of the stage-2 feature cache files (the key is appended to it)."""
         self.stage2_dir.mkdir(parents=True, exist_ok=True)
         return self.stage2_dir / S2_FEATURES
 
-    def save_classifier(self, model: Any, summary: dict, feature_names: list[str], table2: pd.DataFrame) -> None:
-        """Save the fitted classifier, its summary (threshold, metrics), feature names and Table 2."""
-        import joblib
-
+    def save_classifier(self, spec: dict, boosters: list[bytes], summary: dict, feature_names: list[str],
+                        table2: pd.DataFrame) -> None:
+        """Save the classifier (its description and XGBoost boosters), its summary (threshold,
+        metrics), the feature names and Table 2. The summary is written last: it marks completion."""
         d = self.stage2_dir
         d.mkdir(parents=True, exist_ok=True)
-        tmp = d / (S2_CLASSIFIER + ".tmp")
-        joblib.dump(model, tmp)
-        os.replace(tmp, d / S2_CLASSIFIER)
-        write_json(d / S2_SUMMARY, summary)
+        for i, raw in enumerate(boosters):
+            atomic_write(d / S2_BOOSTER.format(i), raw)
+        atomic_write(d / S2_CLASSIFIER, json_text({**spec, "n_boosters": len(boosters)}))
         atomic_write(d / S2_FEATURE_NAMES, json.dumps(feature_names))
         atomic_write(d / S2_TABLE2, table2.to_csv(index=False, float_format="%.4f"))
+        self._write_derived(d / S2_SUMMARY, summary)
 
-    def load_classifier(self) -> tuple[Any, dict]:
-        """The fitted classifier and its summary."""
-        import joblib
+    def read_stage2_record(self) -> tuple[dict | None, list[str], pd.DataFrame]:
+        """Summary, feature names and Table 2 as saved, whichever weights they came from."""
+        d = self.stage2_dir
+        names = read_json(d / S2_FEATURE_NAMES)
+        table2 = pd.read_csv(d / S2_TABLE2) if (d / S2_TABLE2).is_file() else pd.DataFrame()
+        summary = read_json(d / S2_SUMMARY)
+        return summary if isinstance(summary, dict) else None, names if isinstance(names, list) else [], table2
 
+    def load_classifier(self) -> tuple[dict, list[bytes], dict]:
+        """The classifier's description, its boosters and its summary."""
         d = self.stage2_dir
         if not self.has_classifier():
-            raise PneumoscopeError(f"{self.root}: no stage-2 classifier (run train-cls first)")
-        return joblib.load(d / S2_CLASSIFIER), json.loads((d / S2_SUMMARY).read_text())
+            raise PneumoscopeError(f"{self.root}: no stage-2 classifier for its current weights (run train-cls first)")
+        spec = read_json(d / S2_CLASSIFIER)
+        if not isinstance(spec, dict):
+            raise PneumoscopeError(f"{d / S2_CLASSIFIER}: unreadable; run train-cls again")
+        boosters = [(d / S2_BOOSTER.format(i)).read_bytes() for i in range(int(spec.get("n_boosters", 0)))]
+        return spec, boosters, self._read_derived(d / S2_SUMMARY)
 
 
 class Study:
@@ -316,6 +418,8 @@ class Study:
 
     def create(self) -> None:
         """Create the folder and its sub-folders."""
+        if self.root.exists() and not self.root.is_dir():
+            raise PneumoscopeError(f"{self.root}: is a file, not a folder; choose another --out")
         for sub in ("", "tables", "plots"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 

@@ -1,7 +1,9 @@
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
+from pneumoscope import config
 from pneumoscope.config import ModelConfig
 from pneumoscope.errors import PneumoscopeError
 from pneumoscope.inference import select as backend_select
@@ -15,6 +17,13 @@ from pneumoscope.stage1.unet import build_model
 def model():
     torch.manual_seed(0)
     return build_model(ModelConfig(encoder="resnet18", cls_head=True)).eval()
+
+
+def _memo(folder, model):
+    """A run folder holding ``model``'s weights: where backend choices are remembered."""
+    run = Run(folder)
+    run.save_weights(model.state_dict(), config.load("demo"), pd.DataFrame(), {})
+    return run
 
 
 def test_torch_backend_shapes_and_channels_last_matches(model):
@@ -49,14 +58,14 @@ def test_choose_falls_back_when_reduced_precision_disagrees(model, monkeypatch, 
     # impossible, so the fallback to float32 is what gets exercised.
     monkeypatch.setattr(backend_select, "bf16_supported", lambda device: True)
     monkeypatch.setattr(backend_select, "DICE_MIN", 1.01)
-    chosen, notes = backend_select.choose(model, torch.device("cpu"), x, "torch", "auto", memo=Run(tmp_path))
+    chosen, notes = backend_select.choose(model, torch.device("cpu"), x, "torch", "auto", memo=_memo(tmp_path, model))
     assert chosen.name == "torch-fp32-cl"
     assert any("torch-bf16-cl does not match float32" in n and "falling back" in n for n in notes)
 
 
 def test_choice_is_remembered_per_machine(model, tmp_path):
     x = sample_inputs(64, 2)
-    memo = Run(tmp_path)
+    memo = _memo(tmp_path, model)
     first, _ = backend_select.choose(model, torch.device("cpu"), x, "torch", "fp32", memo=memo)
     again, notes = backend_select.choose(model, torch.device("cpu"), x, "torch", "fp32", memo=memo)
     assert first.name == again.name and "remembered" in notes[0]

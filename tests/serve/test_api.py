@@ -81,8 +81,8 @@ def test_health_openapi_and_viewer(client):
 @pytest.mark.slow
 def test_concurrent_requests_share_one_model(stage2_run, tiny_synth, monkeypatch):
     loads = []
-    original = Run.load_checkpoint
-    monkeypatch.setattr(Run, "load_checkpoint", lambda *a, **k: loads.append(1) or original(*a, **k))
+    original = Run.load_weights
+    monkeypatch.setattr(Run, "load_weights", lambda *a, **k: loads.append(1) or original(*a, **k))
     app_client = TestClient(create_app(stage2_run, backend="torch"))
     data = _png(tiny_synth)
     active, peak = [0], [0]

@@ -1,6 +1,9 @@
 import numpy as np
+import pandas as pd
 import pytest
+import torch
 
+from pneumoscope import config
 from pneumoscope.runs import Run
 from pneumoscope.stage1.postprocess import Rule, load_rule, save_rule, search
 
@@ -32,6 +35,7 @@ def test_search_removes_small_false_positives():
 
 def test_save_load_round_trip(tmp_path):
     run = Run(tmp_path)
+    run.save_weights({"w": torch.ones(1)}, config.load("demo"), pd.DataFrame(), {})  # a rule belongs to weights
     assert load_rule(run) is None
     save_rule(run, Rule(0.8, 0.004, 0.3), 0.9, 0.8)
     assert load_rule(run) == Rule(0.8, 0.004, 0.3)

@@ -32,7 +32,7 @@ def test_resume_reaches_the_same_result(tiny_synth, cache_dir, tmp_path):
     hb = pd.read_csv(tmp_path / "cut" / "history.csv").drop(columns="seconds")
     pd.testing.assert_frame_equal(ha, hb)
     assert full == resumed
-    for name in ("config.yaml", "split.csv", "best.pt", "metrics.json"):
+    for name in ("config.yaml", "split.csv", "best.safetensors", "metrics.json"):
         assert (tmp_path / "full" / name).is_file()
 
 

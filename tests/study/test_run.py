@@ -15,7 +15,7 @@ from tests.helpers import FAST
 @pytest.mark.slow
 def test_run_end_to_end_on_a_tiny_config(tiny_synth, tmp_path, capsys, monkeypatch):
     calls = Counter()
-    for owner, name in ((Run, "load_checkpoint"), (prepare, "index_dataset"), (config, "load")):
+    for owner, name in ((Run, "load_weights"), (prepare, "index_dataset"), (config, "load")):
         original = getattr(owner, name)
         monkeypatch.setattr(owner, name, lambda *a, _f=original, _n=name, **k: calls.update([_n]) or _f(*a, **k))
     out = tmp_path / "study"
@@ -25,9 +25,9 @@ def test_run_end_to_end_on_a_tiny_config(tiny_synth, tmp_path, capsys, monkeypat
     table = pd.read_csv(out / "tables" / "table1.csv")
     assert table.encoder.tolist() == ["resnet18", "mobilenet_v2"]
     # The dataset is indexed once, the config read once, each encoder's best weights loaded once.
-    assert calls == {"index_dataset": 1, "load": 1, "load_checkpoint": 2}
+    assert calls == {"index_dataset": 1, "load": 1, "load_weights": 2}
     assert {"loss", "iou", "pixel_accuracy", "dice_pos"} <= set(table.columns)
-    assert (out / "seg" / "mobilenet_v2" / "best.pt").is_file()
+    assert (out / "seg" / "mobilenet_v2" / "best.safetensors").is_file()
     printed = capsys.readouterr().out
     assert "best encoder" in printed and "Table 2" in printed and "report:" in printed
     assert len(pd.read_csv(out / "tables" / "table2.csv")) == 4

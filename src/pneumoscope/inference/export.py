@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import warnings
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from torch import nn
 from ..data.synth import render
 from ..data.transforms import model_input, to_model_size
 from ..errors import PneumoscopeError
+from ..files import check_writable_folder
 from ..runs import Run
 from ..stage1.unet import load_model
 from .backends import OnnxBackend, TorchBackend
@@ -58,6 +60,10 @@ def export_onnx(run: str | Path | Run, out: str | Path | None = None) -> tuple[P
     run = run if isinstance(run, Run) else Run(run)
     model, cfg = load_model(run, torch.device("cpu"))
     path = Path(out) if out else run.onnx_path
+    if path.is_dir():
+        raise PneumoscopeError(f"--out {path}: is a folder; name the .onnx file to write")
+    check_writable_folder(path.parent, "the export's folder")
+    tmp = path.with_name(path.name + ".tmp.onnx")  # renamed into place once it passed the parity check
     size = cfg.data.size
     wrapper = _Exported(model).eval()
     dims = {0: torch.export.Dim("batch", max=4096), 2: 32 * torch.export.Dim("h32", min=1, max=256),
@@ -66,18 +72,21 @@ def export_onnx(run: str | Path | Run, out: str | Path | None = None) -> tuple[P
     try:
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(wrapper, (torch.from_numpy(sample_inputs(size, 2)),), str(path), input_names=["image"],
+            torch.onnx.export(wrapper, (torch.from_numpy(sample_inputs(size, 2)),), str(tmp), input_names=["image"],
                               output_names=names, dynamic_shapes={"x": dims}, dynamo=True, verbose=False)
     except Exception as exc:  # the exporter raises many kinds
+        tmp.unlink(missing_ok=True)
         raise PneumoscopeError(f"ONNX export failed: {exc.__class__.__name__}: {str(exc)[:200]}") from exc
     ref = TorchBackend(model, torch.device("cpu"))
-    onnx = OnnxBackend(path)
+    onnx = OnnxBackend(tmp)
     checks = {f"{size}px": parity(ref, onnx, sample_inputs(size, 4)),
               f"{size + 32}px": parity(ref, onnx, sample_inputs(size + 32, 3, seed=7))}
     ok = all(c["max_abs_diff"] < PARITY_TOLERANCE and c["masks_equal"] for c in checks.values())
-    report = {"path": str(path), "tolerance": PARITY_TOLERANCE, "checks": checks, "passed": ok}
-    run.write_export_report(report)
+    report = {"path": str(path.resolve()), "tolerance": PARITY_TOLERANCE, "checks": checks, "passed": ok}
     if not ok:
-        path.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise PneumoscopeError(f"ONNX parity check failed: {checks}")
+    os.replace(tmp, path)
+    if path.resolve() == run.onnx_path.resolve():
+        run.write_export_report(report)
     return path, report

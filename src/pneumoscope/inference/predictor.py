@@ -88,17 +88,16 @@ class Predictor:
             return
         onnx_path = None
         if self.opts.backend in ("auto", "onnx"):
-            onnx_path = self.run.onnx_path
-            if not onnx_path.is_file():
+            onnx_path = self.run.current_onnx()
+            if onnx_path is None:
                 try:
                     from .export import export_onnx
 
-                    export_onnx(self.run)
-                except PneumoscopeError as exc:
+                    onnx_path, _ = export_onnx(self.run)
+                except (PneumoscopeError, OSError) as exc:
                     if self.opts.backend == "onnx":
-                        raise
+                        raise PneumoscopeError(f"onnx backend unavailable: {exc}") from exc
                     self.notes.append(f"onnx unavailable ({exc})")
-                    onnx_path = None
         self.backend, notes = select.choose(self.model, self.device, x, self.opts.backend, self.opts.precision,
                                             self.opts.compile, onnx_path, self.run)
         self.notes += notes

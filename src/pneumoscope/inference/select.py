@@ -119,5 +119,8 @@ def choose(model: nn.Module, device: torch.device, x: np.ndarray, backend: str =
     notes.append(f"backend {best.name}: " + ", ".join(f"{k} {v:.1f} ms/img" for k, v in timings.items()))
     if memo is not None:
         known[key] = {"backend": best.name, "ms_per_image": timings}
-        memo.write_backend_memo(known)
+        try:
+            memo.write_backend_memo(known)
+        except OSError as exc:  # a read-only run folder: choose again next time
+            notes.append(f"backend choice not remembered ({exc.strerror})")
     return best, notes

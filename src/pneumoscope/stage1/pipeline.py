@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,16 +14,18 @@ from .. import distributed
 from ..config import Config
 from ..data.cache import Cache
 from ..data.dataset import SegDataset
+from ..data.layouts import LAYOUTS
 from ..data.prepare import prepare_data
 from ..data.split import make_split
 from ..device import resolve_device
 from ..errors import PneumoscopeError
+from ..files import check_writable_folder
 from ..runs import Run
 from . import postprocess
 from .engine import evaluate
 from .losses import CompositeLoss
 from .metrics import SegMetrics
-from .trainer import train_segmentation
+from .trainer import check_resumable, train_segmentation
 from .unet import canonical_encoder, load_model
 
 METRIC_KEYS = ("loss", "iou", "iou_pos", "dice_kaggle", "dice_pos", "pixel_accuracy")
@@ -43,8 +46,13 @@ def train_seg(cfg: Config, out: str | Run, resume: bool = False, cache: Cache | 
     rule, and the list of skipped items). Returns the test metrics (empty on DDP ranks > 0).
     ``cache`` and ``skipped``: the dataset when the caller has already prepared it.
     """
-    canonical_encoder(cfg.model.encoder)  # fail on a bad name before any data work
     run = out if isinstance(out, Run) else Run(out)
+    check_training_config(cfg)
+    check_writable_folder(run.root)
+    resume_state = None
+    if resume and run.has_resume_state():
+        resume_state = run.load_resume_state()
+        check_resumable(resume_state, cfg)
     info, device = distributed.init(cfg.train.device)
     try:
         skipped = list(skipped or [])
@@ -53,19 +61,20 @@ def train_seg(cfg: Config, out: str | Run, resume: bool = False, cache: Cache | 
         seg_rows = cache.index["has_mask"].to_numpy()
         if not seg_rows.any():
             raise PneumoscopeError(f"{cfg.data.path}: no masks in this dataset; segmentation training needs masks")
-        split_df = run.read_split() if resume else None
+        split_df = run.read_split() if resume_state is not None else None
         if split_df is None:
             d = cfg.data
             split_df = make_split(cache.index[seg_rows], d.val_fraction, d.test_fraction, d.split_seed)
         split = split_of_rows(cache, split_df)
-        if info.is_main:
+
+        def first_write() -> None:  # the new run replaces the folder's contents only once its first epoch is done
             run.create()
-            run.clear_derived()
-            run.write_config(cfg)
             run.write_split(split_df)
+            run.write_config(cfg)
             run.write_skipped(skipped)
-        distributed.barrier(info)
-        state = train_segmentation(cfg, cache, split, run, info, device, resume)
+            run.clear_derived()
+
+        state = train_segmentation(cfg, cache, split, split_df, run, info, device, resume_state, first_write)
         metrics: dict = {}
         if info.is_main:
             part = "test" if (split == "test").any() else "val"
@@ -77,6 +86,16 @@ def train_seg(cfg: Config, out: str | Run, resume: bool = False, cache: Cache | 
         return metrics
     finally:
         distributed.cleanup(info)
+
+
+def check_training_config(cfg: Config) -> None:
+    """What training needs beyond a valid config: known names, validation images."""
+    canonical_encoder(cfg.model.encoder)
+    if cfg.data.layout != "auto" and cfg.data.layout not in LAYOUTS:
+        raise PneumoscopeError(f"config key data.layout: unknown layout {cfg.data.layout!r}; choose auto, {', '.join(LAYOUTS)}")
+    if cfg.data.val_fraction <= 0:
+        raise PneumoscopeError("config key data.val_fraction: 0 is not allowed for training; it must be > 0 "
+                               "(early stopping, the LR schedule and the best checkpoint are chosen on validation images)")
 
 
 def _evaluate_probs(model: torch.nn.Module, cfg: Config, cache: Cache, rows: np.ndarray,
@@ -112,14 +131,18 @@ def evaluate_rows(run: Run, cache: Cache, rows: np.ndarray, device: torch.device
 
 
 def evaluate_seg(run: str | Run, data: str | None = None, split: str = "auto", layout: str = "auto",
-                 skip_bad: bool = False) -> dict:
-    """Evaluate a trained run on a dataset; writes the run's metrics file.
+                 skip_bad: bool = False, out: str | None = None) -> dict:
+    """Evaluate a trained run on a dataset and save the metrics; their path is under ``path``.
 
     ``split``: ``auto`` (the run's test split when ``data`` is the training data, else
-    every image with a mask), ``test``, ``val``, ``train`` or ``all``.
+    every image with a mask), ``test``, ``val``, ``train`` or ``all``. The run's own metrics
+    file is only rewritten for its own data; metrics of other data go beside it under a name
+    that says which data, or to ``out``.
     """
     run = run if isinstance(run, Run) else Run(run)
     cfg = run.read_config()
+    if out is not None and Path(out).is_dir():
+        raise PneumoscopeError(f"--out {out}: is a folder; name the JSON file to write")
     data_cfg = dataclasses.replace(cfg.data, path=data if data else cfg.data.path, layout=layout if data else cfg.data.layout,
                                    skip_bad=skip_bad or cfg.data.skip_bad)
     cfg = dataclasses.replace(cfg, data=data_cfg)
@@ -143,6 +166,9 @@ def evaluate_seg(run: str | Run, data: str | None = None, split: str = "auto", l
     metrics = evaluate_rows(run, cache, rows)
     metrics.update(split=split, data=str(cfg.data.path or "synthetic"), encoder=cfg.model.encoder,
                    n_skipped=len(skipped))
-    metrics["path"] = str(run.write_metrics(metrics))
-    run.write_skipped(skipped)
+    own = same_data and split == "test" and out is None  # only the run's own test metrics replace its metrics file
+    path = Path(out) if out is not None else run.metrics_path_for(None if same_data else str(data), split)
+    metrics["path"] = str(run.write_metrics(metrics, path))
+    if own:
+        run.write_skipped(skipped)
     return metrics

@@ -8,9 +8,11 @@ killed run to the same result as an uninterrupted one. The run folder stores the
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
@@ -49,16 +51,25 @@ def _loader(ds: SegDataset, sampler: EpochSampler, batch_size: int, workers: int
                       pin_memory=torch.cuda.is_available(), persistent_workers=False)
 
 
-def checkpoint(model: torch.nn.Module, cfg: Config, state: TrainState, **extra) -> dict:
-    """What a checkpoint holds: model weights, config and training state (and ``extra``)."""
-    return {"model": model.state_dict(), "config": config_mod.to_dict(cfg), "state": state.__dict__, **extra}
+def check_resumable(resume_state: dict, cfg: Config) -> None:
+    """Refuse to resume a checkpoint into another architecture (one line naming the difference)."""
+    saved = resume_state.get("config", {}).get("model", {})
+    want = config_mod.to_dict(cfg)["model"]
+    for key in ("encoder", "cls_head"):
+        if saved.get(key) != want.get(key):
+            raise PneumoscopeError(f"--resume: the checkpoint was trained with model.{key}={saved.get(key)}, not {want.get(key)}; "
+                                   f"resume with the same {key}, or train into another --out")
 
 
-def train_segmentation(cfg: Config, cache: Cache, split: np.ndarray, run: Run, info: DistInfo,
-                       device: torch.device, resume: bool = False) -> TrainState:
+def train_segmentation(cfg: Config, cache: Cache, split: np.ndarray, split_table: pd.DataFrame, run: Run, info: DistInfo,
+                       device: torch.device, resume_state: dict | None = None,
+                       on_first_write: Callable[[], None] | None = None) -> TrainState:
     """Train a U-Net on the cache rows whose split is ``train``; validate on ``val``.
 
-    ``split`` holds one of train/val/test per cache row. Only rank 0 writes files.
+    ``split`` holds one of train/val/test per cache row (``split_table`` is the saved form).
+    ``resume_state``: a resume checkpoint to continue from. Only rank 0 writes files, and not
+    before the first epoch's weights exist: ``on_first_write`` runs just before the first file of
+    this training is written (the caller saves the config and split then).
     """
     tc = cfg.train
     seed_everything(tc.seed, tc.deterministic)
@@ -73,8 +84,8 @@ def train_segmentation(cfg: Config, cache: Cache, split: np.ndarray, run: Run, i
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(optim, mode="min", factor=tc.plateau_factor,
                                                        patience=tc.plateau_patience)
     state = TrainState()
-    if resume and run.has_checkpoint("last"):
-        ck = run.load_checkpoint("last")
+    if resume_state is not None:
+        ck = resume_state
         model.load_state_dict(ck["model"])
         optim.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
@@ -126,10 +137,14 @@ def train_segmentation(cfg: Config, cache: Cache, split: np.ndarray, run: Run, i
                "seconds": round(time.perf_counter() - t0, 2)}
         state.history.append(row)
         if info.is_main:
+            if on_first_write is not None:
+                on_first_write()
+                on_first_write = None
             if improved:
-                run.save_checkpoint("best", checkpoint(model, cfg, state))
-            run.save_checkpoint("last", checkpoint(model, cfg, state, optimizer=optim.state_dict(),
-                                                   scheduler=sched.state_dict(), rng=torch.get_rng_state()))
+                run.save_weights(model.state_dict(), cfg, split_table, state.__dict__)
+            run.save_resume_state({"model": model.state_dict(), "config": config_mod.to_dict(cfg), "state": state.__dict__,
+                                   "optimizer": optim.state_dict(), "scheduler": sched.state_dict(),
+                                   "rng": torch.get_rng_state()})
             run.write_history(HISTORY_FIELDS, state.history)
             if tc.progress:
                 print(f"[{cfg.model.encoder}] epoch {epoch}: train_loss {row['train_loss']:.4f} val_loss {val['loss']:.4f} "

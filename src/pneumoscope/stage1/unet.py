@@ -114,16 +114,16 @@ def build_model(cfg: ModelConfig) -> smp.Unet:
     return model
 
 
-def load_model(run: Run, device: torch.device | None = None, which: str = "best") -> tuple[smp.Unet, Config]:
-    """A run's U-Net (eval mode, on ``device``) and the config it was trained with.
+def load_model(run: Run, device: torch.device | None = None) -> tuple[smp.Unet, Config]:
+    """A run's U-Net with its best weights (eval mode, on ``device``) and the config it was trained with.
 
     Built once per run object and device; new weights in the run are read again."""
     device = device or torch.device("cpu")
-    key = ("unet", str(device), which, run.weights_tag() if which == "best" else None)
+    key = ("unet", str(device), run.weights_id())
     if key not in run.memo:
-        ck = run.load_checkpoint(which)
-        cfg = config_mod.from_dict(ck["config"])
-        run.memo[key] = (model_from_state(cfg.model, ck["model"]).to(device).eval(), cfg)
+        state, cfg_dict = run.load_weights()
+        cfg = config_mod.from_dict(cfg_dict)
+        run.memo[key] = (model_from_state(cfg.model, state).to(device).eval(), cfg)
     return run.memo[key]
 
 

@@ -4,7 +4,6 @@ from their stage-1 output."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -13,13 +12,14 @@ from torch import nn
 from ..runs import Run
 from .extractors import build_extractor
 from .features import feature_rows
+from .portable import PortableClassifier
 
 
 @dataclass
 class Stage2Model:
     """The classifier of a run, its feature extractor phi and its decision threshold."""
 
-    classifier: Any  # scikit-learn-style: predict_proba(X) -> (N, 2)
+    classifier: PortableClassifier  # predict_proba(X) -> (N, 2)
     phi: nn.Module
     threshold: float
     device: torch.device
@@ -29,9 +29,9 @@ class Stage2Model:
         """The run's classifier, or None when the run has none."""
         if not run.has_classifier():
             return None
-        classifier, summary = run.load_classifier()
+        spec, boosters, summary = run.load_classifier()
         phi = build_extractor(summary["feature_extractor"], unet)[0].to(device)
-        return cls(classifier, phi, float(summary["threshold"]), device)
+        return cls(PortableClassifier.from_data(spec, boosters), phi, float(summary["threshold"]), device)
 
     def probability(self, images_u8: np.ndarray, probs: np.ndarray, cls_logits: np.ndarray | None,
                     metas: list[dict]) -> np.ndarray:

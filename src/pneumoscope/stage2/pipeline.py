@@ -29,6 +29,7 @@ from ..stage1.unet import load_model
 from . import classifier as clf
 from .extractors import build_extractor
 from .features import FeatureSet, compute_features
+from .portable import PortableClassifier
 
 TABLE2_COLUMNS = ["stage", "class", "precision", "recall", "f1", "support"]
 
@@ -95,7 +96,7 @@ def train_cls(run: str | Path | Run, cfg: Config | None = None, device: torch.de
     unet, _ = load_model(run, device)
     cache, fit_rows, test_rows, leakage = classification_sets(cfg, run, cache)
     phi, phi_note = build_extractor(s2.feature_extractor, unet)
-    tag = run.weights_tag()  # the stage-1 weights the features come from
+    tag = run.weights_id()  # the stage-1 weights the features come from
     features = run.feature_cache()
     train = compute_features(unet, phi, cache, fit_rows, device, s2.batch_size, features, tag)
     test = compute_features(unet, phi, cache, test_rows, device, s2.batch_size, features, tag)
@@ -120,5 +121,6 @@ def train_cls(run: str | Path | Run, cfg: Config | None = None, device: torch.de
         "before": before, "after": after,
     }
     table2 = _table2(before, after)
-    run.save_classifier(final, summary, train.names, table2)
+    spec, boosters = PortableClassifier.from_fitted(final).to_data()
+    run.save_classifier(spec, boosters, summary, train.names, table2)
     return Stage2Result(summary, table2, test, p_before, p_after, cache, test_rows)
