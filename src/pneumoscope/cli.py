@@ -158,9 +158,32 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     from .serve.app import create_app
 
-    app = create_app(args.run, args.max_upload_mb, args.keep_uploads, backend=args.backend)
-    print(f"serving {args.run} on http://{args.host}:{args.port}/ (viewer at /, API docs at /docs)")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    app = create_app(args.run, args.max_upload_mb, args.keep_uploads, backend=args.backend,
+                     max_megapixels=args.max_megapixels)
+    sock = _listen(args.host, args.port)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    print(f"serving {args.run} on http://{args.host}:{sock.getsockname()[1]}/ (viewer at /, API docs at /docs)", flush=True)
+    server.run(sockets=[sock])
+
+
+def _listen(host: str, port: int):
+    """A listening socket, or one line saying why there is none (before anything claims to serve)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise PneumoscopeError(f"--host {host}: cannot resolve ({exc.strerror})") from exc
+    family, _, _, _, addr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(addr)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise PneumoscopeError(f"cannot listen on {host}:{port} ({exc.strerror})") from exc
+    return sock
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -237,7 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--run", required=True)
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--max-upload-mb", type=float, default=50.0)
+    s.add_argument("--max-upload-mb", type=float, default=50.0, help="largest accepted upload (stopped while it streams in)")
+    s.add_argument("--max-megapixels", type=float, default=25.0,
+                   help="largest accepted image, read from its header before decoding (default 25: radiographs up to 5000x5000)")
     s.add_argument("--keep-uploads", metavar="DIR", help="keep uploaded files in DIR (default: memory only)")
     s.add_argument("--backend", default="auto", choices=BACKENDS)
     s.set_defaults(func=cmd_serve)
@@ -280,7 +305,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except PneumoscopeError as exc:
-        print(f"pneumoscope: error: {exc}", file=sys.stderr)
+        print(f"pneumoscope: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the machine said no (disk full, permissions, a vanished file): one line, not a traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"pneumoscope: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("pneumoscope: interrupted", file=sys.stderr)

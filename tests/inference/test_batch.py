@@ -85,3 +85,26 @@ def test_postprocessing_can_be_switched_off(run, tiny_synth):
     np.testing.assert_allclose(p_on, p_off, atol=1e-3)
     np.testing.assert_array_equal(m_off, p_off > 0.5)
     np.testing.assert_array_equal(m_on, on.rule.apply(p_on))
+
+
+def test_rerun_bookkeeping(run, inputs, tmp_path, monkeypatch):
+    out = tmp_path / "o"
+    first = sorted(inputs.glob("*.png"))[:4]
+    (inputs / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    opts = PredictOptions(backend="torch", skip_bad=True)
+    predict_files(run, first + [inputs / "broken.png"], out, opts)
+    # the same files by a relative path: nothing predicted twice, the bad file listed once
+    monkeypatch.chdir(inputs)
+    r = predict_files(run, [f.name for f in first] + ["broken.png"], out, opts)
+    assert r["predicted"] == 0 and r["already_done"] == 4
+    assert len(pd.read_csv(out / "skipped.csv")) == 1
+    # a half-written last row (a killed run) is dropped and its image predicted again
+    text = (out / "predictions.csv").read_text()
+    (out / "predictions.csv").write_text(text[: text.rstrip("\n").rfind("\n") + 12])
+    # a later call asking for a submission covers the images done earlier too
+    sub = tmp_path / "sub.csv"
+    r = predict_files(run, [inputs], out, PredictOptions(backend="torch", skip_bad=True, submission=str(sub)))
+    assert r["predicted"] == 25 - 3 and r["already_done"] == 3
+    table = pd.read_csv(out / "predictions.csv")
+    assert len(table) == 25 and table.file.is_unique and table.notna().all().all()
+    assert len(pd.read_csv(sub)) == 25 and len(pd.read_csv(out / "skipped.csv")) == 1

@@ -61,5 +61,5 @@ def test_bad_inputs_are_one_clear_error(model, bad, needle):
 
 
 def test_unknown_options_are_refused(stage2_run):
-    with pytest.raises(PneumoscopeError, match="unknown backend"):
+    with pytest.raises(PneumoscopeError, match="--backend 'tensorrt': unknown"):
         pneumoscope.load_run(stage2_run, backend="tensorrt")

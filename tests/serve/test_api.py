@@ -16,6 +16,7 @@ from pneumoscope.runs import Run  # noqa: E402
 from pneumoscope.serve.app import create_app  # noqa: E402
 from tests.helpers import write_dicom  # noqa: E402
 from tests.serve.uploads import positive_png  # noqa: E402
+from tests.test_reliability import header_only_png  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -56,10 +57,21 @@ def test_dicom_with_metadata(client, tmp_path):
     ("broken.dcm", b"\x00" * 128 + b"DICM" + b"\x02\x00" * 30, 422, "not a readable DICOM"),
     ("empty.png", b"", 400, "empty upload"),
     ("big.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * (2 * 1024 * 1024), 413, "larger than 1 MB"),
+    ("bomb.png", "bomb", 413, "bomb.png: 12000x12000 pixels (144 megapixels) is more than the limit of 25 megapixels"),
+    ("tiny.png", "tiny", 422, "tiny.png: 7x1 pixels is too small for a radiograph"),
+    ("../../etc/passwd", b"not an image", 415, "not DICOM, PNG or JPEG"),
 ])
-def test_bad_uploads_are_4xx_with_a_message(client, name, data, status, needle):
+def test_bad_uploads_are_4xx_with_a_message(client, name, data, status, needle, tmp_path):
+    if data == "bomb":
+        data = header_only_png(tmp_path / "b.png", 12000, 12000).read_bytes()
+    elif data == "tiny":
+        buf = io.BytesIO()
+        Image.fromarray(np.zeros((1, 7), np.uint8)).save(buf, "PNG")
+        data = buf.getvalue()
     r = client.post("/predict", files={"file": (name, data, "image/png")})
-    assert r.status_code == status and needle in r.json()["detail"]
+    detail = r.json()["detail"]
+    assert r.status_code == status and needle in detail, detail
+    assert "object at 0x" not in detail and "Traceback" not in detail
 
 
 def test_unknown_id_and_path_like_ids(client):

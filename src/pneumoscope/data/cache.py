@@ -22,7 +22,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from ..errors import BadItemError, PneumoscopeError
-from .io import read_image, read_mask
+from .io import MIN_SIDE, one_line, read_image, read_mask
 from .layouts import RLE_SEP
 from .rle import decode_union
 from .transforms import resize_mask, to_model_size
@@ -46,7 +46,7 @@ def load_row(row: pd.Series) -> tuple[np.ndarray, np.ndarray | None, dict]:
         return BadItemError(item, path, str(exc).removeprefix(f"{path}: "))
 
     try:
-        img, meta = read_image(row["image_path"])
+        img, meta = read_image(row["image_path"], min_side=MIN_SIDE)
     except PneumoscopeError as exc:
         raise bad(str(row["image_path"]), exc) from exc
     mask = None
@@ -106,8 +106,18 @@ def build_cache(index: pd.DataFrame, size: int, cache_dir: str | Path | None = N
         if cache.skipped and not skip_bad:
             raise cache.skipped[0]
         return cache
-    base.mkdir(parents=True, exist_ok=True)
     tmp = base / f".{root.name}.{os.getpid()}.tmp"
+    try:
+        return _build(index, size, root, tmp, skip_bad, workers, progress)
+    except OSError as exc:  # a read-only or full cache folder
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise PneumoscopeError(f"cache folder {base}: cannot write the cache ({exc.strerror or one_line(exc)}); set "
+                               "data.cache_dir or $PNEUMOSCOPE_CACHE to a writable folder with space") from exc
+
+
+def _build(index: pd.DataFrame, size: int, root: Path, tmp: Path, skip_bad: bool, workers: int | None,
+           progress: bool) -> Cache:
+    tmp.parent.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     n = len(index)

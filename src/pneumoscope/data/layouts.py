@@ -111,18 +111,36 @@ def _index_kaggle(root: Path) -> tuple[pd.DataFrame, list[BadItemError]]:
     return _frame(rows), bad
 
 
+def read_rle_table(csv: Path) -> pd.DataFrame:
+    """The SIIM RLE table as strings: with its header (``ImageId, EncodedPixels``; the leading
+    space of the original is stripped) or without one (the official ``train-rle-sample.csv``:
+    two columns, image id and RLE)."""
+    try:
+        table = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise PneumoscopeError(f"{csv}: not a readable CSV ({' '.join(str(exc).split())})") from exc
+    table.columns = table.columns.str.strip()
+    if not {"ImageId", "EncodedPixels"} <= set(table.columns):
+        if len(table.columns) != 2:
+            raise PneumoscopeError(f"{csv}: expected columns ImageId, EncodedPixels (or two columns without a header)")
+        table = pd.read_csv(csv, dtype=str, keep_default_na=False, header=None, names=["ImageId", "EncodedPixels"])
+    table["ImageId"] = table["ImageId"].str.strip()
+    return table
+
+
 def index_siim(root: Path, csv: Path | None = None) -> tuple[pd.DataFrame, list[BadItemError]]:
     """Index DICOMs under ``root`` against an RLE table (default: train-rle.csv under root)."""
     csv = csv or _rle_csv(root)
     if csv is None or not Path(csv).is_file():
         raise PneumoscopeError(f"{csv or root}: RLE table (train-rle.csv) not found")
-    table = pd.read_csv(csv, dtype=str)
-    table.columns = table.columns.str.strip()
-    if not {"ImageId", "EncodedPixels"} <= set(table.columns):
-        raise PneumoscopeError(f"{csv}: expected columns ImageId, EncodedPixels")
+    table = read_rle_table(Path(csv))
+    blank = table["EncodedPixels"].str.strip() == ""
+    bad = [BadItemError(i, str(csv), f"ImageId {i}: empty EncodedPixels cell (write -1 for an image without pneumothorax)")
+           for i in dict.fromkeys(table.loc[blank, "ImageId"])]
+    table = table[~table["ImageId"].isin({b.item_id for b in bad})]
     rles = table.groupby("ImageId")["EncodedPixels"].agg(lambda s: RLE_SEP.join(x.strip() for x in s))
     files = {p.stem: p for p in root.rglob("*") if p.suffix.lower() in DICOM_SUFFIXES}
-    rows, bad = [], []
+    rows = []
     for image_id, rle in rles.items():
         path = files.get(image_id)
         if path is None:

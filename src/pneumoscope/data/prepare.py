@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 from ..config import Config
 from ..distributed import DistInfo, barrier
-from ..errors import BadItemError
+from ..errors import BadItemError, PneumoscopeError
 from .cache import Cache, build_cache, default_cache_dir
 from .layouts import index_dataset
 from .synth import generate
@@ -18,9 +20,17 @@ def synthetic_root(cfg: Config) -> Path:
     base = Path(d.cache_dir) if d.cache_dir else default_cache_dir()
     root = base / f"synth-n{d.synth_n}-s{d.synth_size}-p{d.synth_positive_rate}-seed{d.synth_seed}"
     if not (root / "train.csv").is_file():
-        tmp = root.with_name(root.name + ".tmp")
-        generate(tmp, d.synth_n, d.synth_size, d.synth_seed, d.synth_positive_rate)
-        tmp.rename(root)
+        tmp = root.with_name(f"{root.name}.{os.getpid()}.tmp")
+        try:
+            generate(tmp, d.synth_n, d.synth_size, d.synth_seed, d.synth_positive_rate)
+            if root.exists():  # another process generated it meanwhile
+                shutil.rmtree(tmp)
+            else:
+                os.replace(tmp, root)
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise PneumoscopeError(f"cache folder {base}: cannot write the synthetic phantoms ({exc.strerror or exc}); "
+                                   "set data.cache_dir or $PNEUMOSCOPE_CACHE to a writable folder") from exc
     return root
 
 

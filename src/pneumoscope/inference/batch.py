@@ -1,11 +1,17 @@
 """Prediction over DICOM/PNG files and folders with a trained run, streamed into an output folder.
 
-Per image: ``masks/<name>.png`` (0/255, the image's own size), ``overlays/<name>.png`` and,
-with ``gradcam``, ``gradcam/<name>.png``. Per call: ``predictions.csv`` (file, size, mask
-area, max probability, and P(pneumothorax) with the decision when the run has a stage-2
-classifier), ``skipped.csv`` for unreadable files (``skip_bad``) and, when asked, a SIIM
-submission CSV. Files are decoded by worker threads while the model runs; at most two
-batches are in memory. Re-running on the same output folder skips files already done.
+The output folder (``predict --out``), owned by :class:`PredictionFolder`:
+
+- ``masks/<name>.png`` (0/255, the image's own size), ``overlays/<name>.png`` and, with
+  ``gradcam``, ``gradcam/<name>.png``;
+- ``predictions.csv``: one row per image (its resolved path, size, mask area, max probability,
+  and P(pneumothorax) with the decision when the run has a stage-2 classifier);
+- ``skipped.csv`` for unreadable files (``skip_bad``) and, when asked, a SIIM submission CSV.
+
+Files are decoded by worker threads while the model runs; at most two batches are in memory.
+A rerun into the same folder skips images already in ``predictions.csv`` (matched by resolved
+path) and survives a killed run: pictures are written before their row, rows are appended
+whole or dropped when cut short, and the submission is rebuilt from the rows and masks.
 """
 
 from __future__ import annotations
@@ -20,29 +26,108 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ..data.io import list_images, read_image
+from ..data.io import MIN_SIDE, encode_png, list_images, read_image
 from ..data.rle import encode
 from ..errors import PneumoscopeError
+from ..files import atomic_write, check_writable_folder, csv_text, write_csv
+from .options import PredictOptions
 from .overlay import overlay
-from .predictor import PredictOptions, Predictor
+from .predictor import Predictor
 
 CSV_FIELDS = ["file", "width", "height", "mask_area_px", "max_prob"]
 STAGE2_FIELDS = ["p_pneumothorax", "decision"]
+SKIPPED_FIELDS = ["file", "reason"]
 
 
-def _unique_names(files: list[Path]) -> list[str]:
-    seen: dict[str, int] = {}
-    out = []
-    for f in files:
-        k = seen.get(f.stem, 0)
-        seen[f.stem] = k + 1
-        out.append(f.stem if k == 0 else f"{f.stem}_{k}")
-    return out
+class PredictionFolder:
+    """The output folder of ``predict``: what is done, picture names, rows, skipped files."""
+
+    def __init__(self, root: str | Path, gradcam: bool = False) -> None:
+        self.root = Path(root)
+        check_writable_folder(self.root)
+        for sub in ("masks", "overlays") + (("gradcam",) if gradcam else ()):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self.csv = self.root / "predictions.csv"
+        self.skipped_csv = self.root / "skipped.csv"
+        self._names: dict[str, str] = {}  # resolved path -> picture name
+        self._taken: set[str] = set()
+
+    def rows(self) -> list[dict]:
+        """The complete rows of ``predictions.csv``, in order; a row cut short by a killed run
+        (and any malformed one) is dropped from the file, so its image is predicted again."""
+        if not self.csv.is_file():
+            return []
+        raw = self.csv.read_bytes()
+        text = raw.decode("utf-8", errors="replace")
+        complete = text if text.endswith("\n") else text[: text.rfind("\n") + 1]
+        lines = list(csv.reader(complete.splitlines()))
+        if not lines:
+            return []
+        header, body = lines[0], lines[1:]
+        good = [dict(zip(header, r)) for r in body if len(r) == len(header) and r[0]]
+        if len(good) != len(body) or complete != text:
+            atomic_write(self.csv, csv_text(header, good))
+        return good
+
+    def name_for(self, path: str) -> str:
+        """A picture name unique in this folder, the same on every rerun (file stem, then stem_1 ...)."""
+        if path not in self._names:
+            stem, k = Path(path).stem, 0
+            name = stem
+            while name in self._taken:
+                k += 1
+                name = f"{stem}_{k}"
+            self._names[path] = name
+            self._taken.add(name)
+        return self._names[path]
+
+    def write_pictures(self, name: str, image: np.ndarray, mask: np.ndarray, heat: np.ndarray | None) -> None:
+        """Mask and overlay (and Grad-CAM) of one image, each written atomically."""
+        atomic_write(self.root / "masks" / f"{name}.png", encode_png(mask.astype(np.uint8) * 255))
+        atomic_write(self.root / "overlays" / f"{name}.png", encode_png(overlay(image, mask)))
+        if heat is not None:
+            from .gradcam import heatmap_overlay
+
+            atomic_write(self.root / "gradcam" / f"{name}.png", encode_png(heatmap_overlay(image, heat)))
+
+    def append(self, fields: list[str], rows: list[dict]) -> None:
+        """Append whole rows (header first in a new file) and flush them to disk."""
+        import os
+
+        new = not self.csv.is_file() or self.csv.stat().st_size == 0
+        text = csv_text(fields, rows)
+        with open(self.csv, "a", newline="") as fh:
+            fh.write(text if new else text.split("\n", 1)[1])
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def write_skipped(self, attempted: set[str], skipped: list[dict]) -> int:
+        """Rewrite ``skipped.csv``: earlier entries of files not attempted now, plus this call's."""
+        keep = []
+        if self.skipped_csv.is_file():
+            with open(self.skipped_csv, newline="") as fh:
+                keep = [r for r in csv.DictReader(fh) if r.get("file") and r["file"] not in attempted]
+        rows = keep + skipped
+        if rows:
+            write_csv(self.skipped_csv, SKIPPED_FIELDS, rows)
+        else:
+            self.skipped_csv.unlink(missing_ok=True)
+        return len(rows)
+
+    def write_submission(self, path: Path, rows: list[dict]) -> None:
+        """The SIIM submission of every image in the folder (``ImageId`` = file stem, RLE of its mask)."""
+        out = []
+        for r in rows:
+            mask = cv2.imread(str(self.root / "masks" / f"{self.name_for(r['file'])}.png"), cv2.IMREAD_GRAYSCALE)
+            if mask is None:
+                raise PneumoscopeError(f"{self.root}: the mask of {r['file']} is missing; rerun with --no-resume")
+            out.append({"ImageId": Path(r["file"]).stem, "EncodedPixels": encode(mask > 0)})
+        write_csv(path, ["ImageId", "EncodedPixels"], out)
 
 
 def _read(path: Path) -> tuple[Path, np.ndarray | None, dict, str]:
     try:
-        img, meta = read_image(path)
+        img, meta = read_image(path, min_side=MIN_SIDE)
         return path, img, meta, ""
     except PneumoscopeError as exc:
         return path, None, {}, str(exc)
@@ -60,74 +145,59 @@ def stream(files: list[Path], batch_size: int, workers: int) -> Iterator[list[tu
             pending = ahead
 
 
-def _append_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
-    new = not path.is_file() or path.stat().st_size == 0
-    with open(path, "a", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
-        if new:
-            w.writeheader()
-        w.writerows(rows)
-
-
 def predict_files(run: str | Path, inputs: list[str | Path], out: str | Path, opts: PredictOptions = PredictOptions()) -> dict:
     """Predict every image under ``inputs`` into ``out``; returns counts, throughput and backend notes."""
-    files = list_images(list(inputs))
+    opts.check()
+    sub_path = Path(opts.submission) if opts.submission else None
+    if sub_path is not None and sub_path.is_dir():
+        raise PneumoscopeError(f"--submission {sub_path}: is a folder; name the CSV file to write")
+    files = list(dict.fromkeys(f.resolve() for f in list_images(list(inputs))))  # one entry per file, however named
     if not files:
         raise PneumoscopeError("no image files found in the inputs")
-    out = Path(out)
-    for sub in ("masks", "overlays") + (("gradcam",) if opts.gradcam else ()):
-        (out / sub).mkdir(parents=True, exist_ok=True)
-    csv_path = out / "predictions.csv"
-    names = dict(zip(files, _unique_names(files)))
-    done: set[str] = set()
-    if opts.resume and csv_path.is_file():
-        with open(csv_path, newline="") as fh:
-            done = {r["file"] for r in csv.DictReader(fh)}
-    elif csv_path.is_file():
-        csv_path.unlink()
-    sub_path = Path(opts.submission) if opts.submission else None
-    if sub_path is not None and not opts.resume:
-        sub_path.unlink(missing_ok=True)
+    folder = PredictionFolder(out, opts.gradcam)
+    if not opts.resume:
+        folder.csv.unlink(missing_ok=True)
+        folder.skipped_csv.unlink(missing_ok=True)
+    earlier = folder.rows()
+    for r in earlier:  # replay the names the earlier rows were given
+        folder.name_for(r["file"])
+    done = {r["file"] for r in earlier}
     todo = [f for f in files if str(f) not in done]
-    pred = Predictor(run, opts)
-    fields = CSV_FIELDS + (STAGE2_FIELDS if pred.stage2 is not None else [])
+    pred = Predictor(run, opts) if todo else None
+    fields = list(earlier[0]) if pred is None else CSV_FIELDS + (STAGE2_FIELDS if pred.stage2 is not None else [])
+    if earlier and list(earlier[0]) != fields:
+        raise PneumoscopeError(f"{folder.csv}: written with other columns (another run?); use another --out or --no-resume")
     bar = tqdm(total=len(todo), desc="predict", unit="img", disable=None)
-    t0, n_done, n_bad = time.perf_counter(), 0, 0
+    t0, n_done, skipped = time.perf_counter(), 0, []
     for batch in stream(todo, opts.batch_size, opts.workers):
         bad = [{"file": str(f), "reason": err} for f, img, _, err in batch if img is None]
         if bad and not opts.skip_bad:
             raise PneumoscopeError(bad[0]["reason"])
-        if bad:
-            _append_csv(out / "skipped.csv", ["file", "reason"], bad)
-            n_bad += len(bad)
+        skipped += bad
         good = [(f, img, meta) for f, img, meta, _ in batch if img is not None]
+        bar.update(len(batch))
         if not good:
             continue
         images = [g[1] for g in good]
         results = pred.predict_batch(images, [g[2] for g in good])
         heats = pred.gradcam(images) if opts.gradcam else [None] * len(good)
-        rows, subs = [], []
+        rows = []
         for (f, img, _), res, heat in zip(good, results, heats):
-            name = names[f]
-            cv2.imwrite(str(out / "masks" / f"{name}.png"), res.mask.astype(np.uint8) * 255)
-            cv2.imwrite(str(out / "overlays" / f"{name}.png"), overlay(img, res.mask))
-            if heat is not None:
-                from .gradcam import heatmap_overlay
-                cv2.imwrite(str(out / "gradcam" / f"{name}.png"), heatmap_overlay(img, heat))
+            folder.write_pictures(folder.name_for(str(f)), img, res.mask, heat)
             row = {"file": str(f), "width": img.shape[1], "height": img.shape[0], "mask_area_px": res.mask_area_px,
                    "max_prob": round(res.max_prob, 6)}
             if res.p_pneumothorax is not None:
                 row["p_pneumothorax"] = round(res.p_pneumothorax, 6)
                 row["decision"] = res.decision
             rows.append(row)
-            subs.append({"ImageId": f.stem, "EncodedPixels": encode(res.mask)})
-        _append_csv(csv_path, fields, rows)
-        if sub_path is not None:
-            _append_csv(sub_path, ["ImageId", "EncodedPixels"], subs)
+        folder.append(fields, rows)  # after the pictures: a row means its mask is on disk
         n_done += len(good)
-        bar.update(len(batch))
         bar.set_postfix(img_per_s=f"{n_done / (time.perf_counter() - t0):.2f}")
     bar.close()
     seconds = time.perf_counter() - t0
-    return {"predicted": n_done, "skipped": n_bad, "already_done": len(files) - len(todo), "seconds": seconds,
-            "images_per_second": n_done / seconds if seconds > 0 and n_done else 0.0, "notes": pred.notes}
+    n_skipped = folder.write_skipped({str(f) for f in todo}, skipped)
+    if sub_path is not None:
+        folder.write_submission(sub_path, folder.rows())
+    return {"predicted": n_done, "skipped": len(skipped), "skipped_total": n_skipped, "already_done": len(files) - len(todo),
+            "seconds": seconds, "images_per_second": n_done / seconds if seconds > 0 and n_done else 0.0,
+            "notes": pred.notes if pred is not None else []}

@@ -28,3 +28,17 @@ class PredictOptions:
     skip_bad: bool = False
     device: str = "auto"
     resume: bool = True
+
+    def check(self) -> PredictOptions:
+        """Raise PneumoscopeError (one line) for a value no prediction can use."""
+        from ..errors import PneumoscopeError
+
+        for flag, value, choices in (("--backend", self.backend, BACKENDS), ("--precision", self.precision, ("auto", *PRECISIONS)),
+                                     ("--tta", self.tta, TTA_MODES)):
+            if value not in choices:
+                raise PneumoscopeError(f"{flag} {value!r}: unknown; choose one of {', '.join(choices)}")
+        if self.batch_size < 1:
+            raise PneumoscopeError(f"--batch-size {self.batch_size}: must be at least 1")
+        if self.workers < 1:
+            raise PneumoscopeError(f"--workers {self.workers}: must be at least 1")
+        return self

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..data.io import read_image
+from ..data.io import MIN_SIDE, check_pixels, read_image
 from ..data.transforms import model_input, to_model_size
 from ..device import resolve_device
 from ..errors import PneumoscopeError
@@ -26,7 +26,7 @@ from ..stage1.unet import load_model
 from ..stage2.model import Stage2Model
 from . import select
 from .backends import with_hflip_tta
-from .options import BACKENDS, PRECISIONS, TTA_MODES, PredictOptions
+from .options import PredictOptions
 
 
 @dataclass
@@ -54,12 +54,7 @@ class Predictor:
     """A loaded run: stage-1 U-Net on a chosen backend, post-processing rule, stage-2 classifier."""
 
     def __init__(self, run: str | Path | Run, opts: PredictOptions = PredictOptions()) -> None:
-        if opts.backend not in BACKENDS:
-            raise PneumoscopeError(f"unknown backend {opts.backend!r}; choose one of {', '.join(BACKENDS)}")
-        if opts.precision not in ("auto", *PRECISIONS):
-            raise PneumoscopeError(f"unknown precision {opts.precision!r}; choose auto or one of {', '.join(PRECISIONS)}")
-        if opts.tta not in TTA_MODES:
-            raise PneumoscopeError(f"unknown tta {opts.tta!r}; choose one of {', '.join(TTA_MODES)}")
+        opts.check()
         self.run = run if isinstance(run, Run) else Run(run)
         self.run.require()
         self.opts = opts
@@ -105,6 +100,8 @@ class Predictor:
     def predict_batch(self, images: list[np.ndarray], metas: list[dict] | None = None) -> list[Prediction]:
         """Predictions of float [0, 1] greyscale images (H, W), each at its own size."""
         metas = metas if metas is not None else [{} for _ in images]
+        for img in images:
+            check_pixels("image", img.shape[1], img.shape[0], None, MIN_SIDE)
         u8, x = self.prepare(images)
         self._ensure_backend(x)
         probs, cls = with_hflip_tta(self.backend, x) if self.opts.tta == "hflip" else self.backend(x)
@@ -119,7 +116,7 @@ class Predictor:
     def predict(self, image: str | Path | np.ndarray, metadata: dict | None = None) -> Prediction:
         """Prediction of one radiograph: a DICOM/PNG/JPEG path, or a 2-D array (float in [0, 1] or uint8)."""
         if isinstance(image, (str, Path)):
-            img, meta = read_image(image)
+            img, meta = read_image(image, min_side=MIN_SIDE)
             meta = {**meta, **(metadata or {})}
         else:
             img = np.asarray(image)

@@ -1,31 +1,36 @@
 """FastAPI app: ``POST /predict``, picture endpoints, ``/health`` and the viewer at ``/``.
 
-The model is loaded once. Inference runs in worker threads behind one lock (one batch at a
-time, so memory stays bounded); at most ``max_waiting`` requests wait for it, more are
-answered 503. Uploads are size-limited, their format is checked by content, and they are
-kept only in memory unless ``keep_uploads`` names a folder. Nothing a client sends names a
-path on the server.
+The model is loaded once. Decoding and inference run on one dedicated worker thread (one
+image at a time, and one thread's memory, so memory stays bounded); at most ``max_waiting``
+requests wait for it, more are answered 503. Bodies over the upload limit are stopped while
+they stream in; images over the pixel limit are refused from their header, before decoding.
+Uploads are checked by content; an upload over 1 MB is spooled to an anonymous temporary file
+while it waits (never named on disk, gone when the request ends) and is kept only when
+``keep_uploads`` names a folder. Nothing a client sends names a path on the server.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import anyio
 import cv2
 import numpy as np
-from fastapi import FastAPI, HTTPException, Request, UploadFile
+from fastapi import FastAPI, HTTPException, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from .. import __version__
-from ..data.io import read_image_bytes
+from ..data.io import MIN_SIDE, read_image_bytes
 from ..data.rle import encode
 from ..errors import PneumoscopeError, TooLargeError, UnsupportedFormatError
+from ..files import atomic_write, check_writable_folder
 from ..inference.overlay import as_uint8, shrink
 from ..inference.predictor import PredictOptions, Predictor
+from .limits import BodyLimit
 from .store import Entry, Store
 
 VIEWER = Path(__file__).with_name("viewer.html")
@@ -63,32 +68,46 @@ def _offline_docs(app: FastAPI) -> None:
 
 
 def create_app(run: str | Path, max_upload_mb: float = 50.0, keep_uploads: str | Path | None = None,
-               max_waiting: int = 32, backend: str = "auto", predictor: Predictor | None = None) -> FastAPI:
-    """The app for a trained run (a stage-1 run folder, with its stage-2 classifier when it has one)."""
+               max_waiting: int = 32, backend: str = "auto", predictor: Predictor | None = None,
+               max_megapixels: float = 25.0) -> FastAPI:
+    """The app for a trained run (a stage-1 run folder, with its stage-2 classifier when it has one).
+
+    Memory is bounded by the limits: bodies over ``max_upload_mb`` are stopped while they stream
+    in, images over ``max_megapixels`` are refused from their header, and at most one image is
+    decoded and predicted at a time while at most ``max_waiting`` requests wait."""
+    if max_upload_mb <= 0 or max_megapixels <= 0 or max_waiting < 1:
+        raise PneumoscopeError("--max-upload-mb and --max-megapixels must be > 0, max_waiting >= 1")
+    keep = check_writable_folder(keep_uploads, "--keep-uploads") if keep_uploads else None
     pred = predictor or Predictor(run, PredictOptions(backend=backend))
     limit = int(max_upload_mb * 1024 * 1024)
-    lock = threading.Lock()
+    max_pixels = int(max_megapixels * 1e6)
+    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pneumoscope-infer")  # the one thread that decodes and predicts
     waiting = threading.BoundedSemaphore(max_waiting)
     store = Store()
     cfg_hash = pred.run.config_sha256()
-    keep = Path(keep_uploads) if keep_uploads else None
     app = FastAPI(title="pneumoscope", version=__version__, docs_url=None, redoc_url=None,
                   description="Pneumothorax segmentation (U-Net) and detection (XGBoost) on chest radiographs.")
     _offline_docs(app)
+    app.add_middleware(BodyLimit, limit=limit, label=f"{max_upload_mb:g} MB")
 
-    def infer(data: bytes, filename: str) -> dict:
+    def infer(upload: UploadFile, filename: str) -> dict:
         t0 = time.perf_counter()
-        img, meta, kind = read_image_bytes(data, "upload")
-        with lock:
-            t1 = time.perf_counter()
-            (res,) = pred.predict_batch([img], [meta])
-            t2 = time.perf_counter()
+        upload.file.seek(0)
+        data = upload.file.read(limit + 1)
+        if not data:
+            raise HTTPException(400, "empty upload")
+        if len(data) > limit:
+            raise TooLargeError(f"upload larger than {max_upload_mb:g} MB")
+        img, meta, kind = read_image_bytes(data, filename, max_pixels, MIN_SIDE)
+        t1 = time.perf_counter()
+        (res,) = pred.predict_batch([img], [meta])
+        t2 = time.perf_counter()
         prob, mask = res.prob, res.mask
         key = uuid.uuid4().hex
-        store.put(key, Entry(shrink(img, MAX_SIDE), shrink(mask.astype(np.uint8), MAX_SIDE, cv2.INTER_NEAREST) > 0))
+        store.put(key, Entry(as_uint8(shrink(img, MAX_SIDE)), shrink(mask.astype(np.uint8), MAX_SIDE, cv2.INTER_NEAREST) > 0))
         if keep is not None:
             keep.mkdir(parents=True, exist_ok=True)
-            (keep / f"{key}.{ {'dicom': 'dcm', 'png': 'png', 'jpeg': 'jpg'}[kind]}").write_bytes(data)
+            atomic_write(keep / f"{key}.{ {'dicom': 'dcm', 'png': 'png', 'jpeg': 'jpg'}[kind]}", data)
         return {
             "id": key, "filename": filename, "format": kind, "width": int(img.shape[1]), "height": int(img.shape[0]),
             "p_pneumothorax": None if res.p_pneumothorax is None else round(res.p_pneumothorax, 6),
@@ -106,27 +125,13 @@ def create_app(run: str | Path, max_upload_mb: float = 50.0, keep_uploads: str |
             "image_url": f"/predict/{key}/image.png", "gradcam_url": f"/predict/{key}/gradcam.png",
         }
 
-    async def read_limited(upload: UploadFile) -> bytes:
-        chunks, size = [], 0
-        while chunk := await upload.read(1 << 20):
-            size += len(chunk)
-            if size > limit:
-                raise HTTPException(413, f"upload larger than {max_upload_mb:g} MB")
-            chunks.append(chunk)
-        if size == 0:
-            raise HTTPException(400, "empty upload")
-        return b"".join(chunks)
-
     @app.post("/predict", summary="Segment and classify one DICOM, PNG or JPEG radiograph")
-    async def predict(file: UploadFile, request: Request) -> JSONResponse:
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > limit + 65536:
-            raise HTTPException(413, f"upload larger than {max_upload_mb:g} MB")
-        data = await read_limited(file)
+    async def predict(file: UploadFile) -> JSONResponse:
         if not waiting.acquire(blocking=False):
             raise HTTPException(503, "server busy: too many requests waiting; retry shortly")
         try:
-            return JSONResponse(await anyio.to_thread.run_sync(infer, data, file.filename or "upload"))
+            name = Path(file.filename or "upload").name or "upload"  # a name for messages, never a path here
+            return JSONResponse(await asyncio.get_running_loop().run_in_executor(worker, infer, file, name))
         except PneumoscopeError as exc:
             raise HTTPException(_status(exc), str(exc)) from exc
         finally:
@@ -151,7 +156,7 @@ def create_app(run: str | Path, max_upload_mb: float = 50.0, keep_uploads: str |
 
     @app.get("/predict/{key}/image.png", summary="The radiograph as decoded (at most 1024 px)")
     def image_png(key: str) -> Response:
-        return picture(key, "image", lambda e: as_uint8(e.image))
+        return picture(key, "image", lambda e: e.image)
 
     @app.get("/predict/{key}/mask.png", summary="The predicted mask as a transparent red layer")
     def mask_png(key: str) -> Response:
@@ -164,8 +169,7 @@ def create_app(run: str | Path, max_upload_mb: float = 50.0, keep_uploads: str |
     @app.get("/predict/{key}/gradcam.png", summary="Grad-CAM heatmap layer (a visual aid, not a validated explanation)")
     def gradcam_png(key: str) -> Response:
         def render(e: Entry) -> np.ndarray:
-            with lock:
-                heat = pred.gradcam([e.image])[0]
+            heat = worker.submit(lambda: pred.gradcam([e.image])[0]).result()
             colour = cv2.applyColorMap(np.clip(heat * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)
             return np.dstack([colour, np.clip(heat * 255, 0, 255).astype(np.uint8)])
         return picture(key, "gradcam", render)

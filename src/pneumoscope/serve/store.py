@@ -16,7 +16,7 @@ import numpy as np
 class Entry:
     """What the picture endpoints of one prediction need."""
 
-    image: np.ndarray  # float32 [0, 1], downscaled to at most 1024 px
+    image: np.ndarray  # uint8, downscaled to at most 1024 px (about 1 MB; the store holds 64 at most)
     mask: np.ndarray  # bool, same size
     pictures: dict[str, bytes] = field(default_factory=dict)  # rendered PNGs by name
 
