@@ -90,6 +90,12 @@ def _dicom_cut_short(ws) -> None:
     p.write_bytes(data[:-3000])  # pixel data cut short
 
 
+def _undecodable_dicom(ws) -> None:
+    from tests.dicom_samples import PYDICOM_FILES
+
+    shutil.copy(PYDICOM_FILES / "JPEG2000-embedded-sequence-delimiter.dcm", ws["tmp"] / "good" / "broken_j2k.dcm")
+
+
 # id, setup, argv (with {placeholders}), exit code, message fragment, folder that must not change
 CASES = [
     ("batch_size=0 on an existing run", None, ["train-seg", "--data", "{data}", "--out", "{run}", *RUN_ARGS,
@@ -136,6 +142,8 @@ CASES = [
      "too small for a radiograph", "run"),
     ("predict a DICOM cut short", _dicom_cut_short, ["predict", "--run", "{run}", "{good}",
      "--out", "{tmp}/p", "--backend", "torch"], 2, "short.dcm: not a readable DICOM image", "run"),
+    ("predict a DICOM no decoder can read (pydicom's multi-line error)", _undecodable_dicom, ["predict", "--run", "{run}",
+     "{good}", "--out", "{tmp}/p", "--backend", "torch"], 2, "Unable to decode as exceptions were raised by all", "run"),
     ("predict --batch-size 0", None, ["predict", "--run", "{run}", "{good}", "--out", "{tmp}/p", "--batch-size", "0"], 2,
      "--batch-size 0: must be at least 1", "run"),
     ("predict --batch-size -3", None, ["predict", "--run", "{run}", "{good}", "--out", "{tmp}/p", "--batch-size", "-3"], 2,

@@ -47,7 +47,9 @@ def test_dicom_monochrome2_16bit_and_metadata(tmp_path):
     path = write_dicom(tmp_path / "a.dcm", px, sex="F", age="061Y", view="AP", patient_id="42")
     img, meta = read_image(path)
     np.testing.assert_allclose(img, px / 4095.0, atol=1e-6)
-    assert meta == {"patient_id": "42", "sex": "F", "age": 61.0, "view": "AP"}
+    assert {k: meta[k] for k in ("patient_id", "sex", "age", "view")} == {"patient_id": "42", "sex": "F", "age": 61.0, "view": "AP"}
+    assert meta["modality"] == "CR" and meta["photometric"] == "MONOCHROME2" and meta["frames"] == 1
+    assert meta["transfer_syntax"] == "Explicit VR Little Endian" and meta["window"].startswith("none")
 
 
 def test_dicom_monochrome1_is_inverted(tmp_path):

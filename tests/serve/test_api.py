@@ -43,6 +43,19 @@ def test_png_prediction_and_pictures(client, tiny_synth):
         assert Image.open(io.BytesIO(pic.content)).size == (96, 96)
 
 
+@pytest.mark.parametrize("name", ["jpeg_lossless_sv1", "htj2k_lossless", "jpeg_ls_lossless", "rle", "legacy"])
+def test_compressed_and_legacy_dicoms_are_accepted(client, tmp_path, name):
+    from tests.dicom_samples import LOSSLESS, encoded_set, radiograph12, write
+
+    if name == "legacy":
+        path = write(tmp_path / "x", radiograph12(64), "1.2.840.10008.1.2", meta=False)
+    else:
+        path = encoded_set(tmp_path, {name: LOSSLESS[name]})[name]
+    r = client.post("/predict", files={"file": ("scan", path.read_bytes(), "application/octet-stream")})
+    assert r.status_code == 200, r.text
+    assert r.json()["format"] == "dicom" and r.json()["metadata"]["age"] == 1.5  # 018M
+
+
 def test_dicom_with_metadata(client, tmp_path):
     path = write_dicom(tmp_path / "x.dcm", (np.random.default_rng(0).random((80, 80)) * 4000).astype(np.uint16),
                        sex="F", age="033Y", view="AP")

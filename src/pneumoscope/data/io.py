@@ -1,14 +1,15 @@
-"""Reading radiographs: DICOM (pydicom) and PNG/JPEG (Pillow) into float32 in [0, 1].
+"""Reading radiographs into one float32 grey channel in [0, 1]: DICOM (:mod:`.dicom`) and
+PNG/JPEG/BMP/TIFF (Pillow); recognising them by content; masks; listing image files.
 
-DICOM handling follows the standard display pipeline: modality LUT (rescale
-slope/intercept), then the VOI LUT or window, then MONOCHROME1 inversion so that
-air is always dark. Sex, age and view position are returned as metadata.
+PNG/TIFF with more than 8 bits: the significant bits the file declares (PNG ``sBIT``) set the
+range (12-bit data stored in 16 bits is divided by 4095); without that declaration, a 16-bit
+container is scaled by the image's own minimum and maximum, so 12-bit data keeps its 4096
+grey levels instead of 16.
 """
 
 from __future__ import annotations
 
 import io
-import re
 import warnings
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -17,17 +18,27 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import PneumoscopeError, TooLargeError, UnsupportedFormatError
+from .dicom import read_dicom
+from .pixels import MAX_PIXELS, MIN_SIDE, check_pixels, one_line, scale01
 
-MAX_PIXELS = 178_956_970  # Pillow's decompression-bomb limit: larger images are refused before decoding
-MIN_SIDE = 32  # a radiograph is at least this many pixels on each side
+__all__ = ["MAX_PIXELS", "MIN_SIDE", "check_pixels", "one_line", "read_dicom", "read_image", "read_image_bytes",
+           "read_mask", "read_raster", "sniff", "is_dicom", "list_images", "encode_png"]
 
 DICOM_SUFFIXES = {".dcm", ".dicom"}
 RASTER_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 IMAGE_SUFFIXES = DICOM_SUFFIXES | RASTER_SUFFIXES
 
 
+def looks_like_dicom(head: bytes) -> bool:
+    """DICOM by its first bytes: the ``DICM`` marker at byte 128, or (ACR-NEMA style, no preamble
+    and no file meta) a dataset that starts with an element of group 0x0008 or 0x0002."""
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return True
+    return len(head) >= 8 and head[:2] in (b"\x08\x00", b"\x00\x08", b"\x02\x00") and not head.startswith(b"\x89PNG")
+
+
 def is_dicom(path: Path) -> bool:
-    """True when the file is DICOM: by suffix, or by the ``DICM`` marker at byte 128."""
+    """True when the file is DICOM: by suffix, or by its first bytes (see :func:`looks_like_dicom`)."""
     if path.suffix.lower() in DICOM_SUFFIXES:
         return True
     try:
@@ -35,72 +46,33 @@ def is_dicom(path: Path) -> bool:
             head = fh.read(132)
     except OSError:
         return False
-    return len(head) == 132 and head[128:132] == b"DICM"
+    return looks_like_dicom(head)
 
 
-def _scale01(arr: np.ndarray) -> np.ndarray:
-    arr = arr.astype(np.float32)
-    lo, hi = float(arr.min()), float(arr.max())
-    if hi <= lo:
-        return np.zeros_like(arr, dtype=np.float32)
-    return (arr - lo) / (hi - lo)
+def _png_significant_bits(im: Image.Image) -> int | None:
+    """The bit depth a PNG declares significant in its ``sBIT`` chunk (greyscale: one byte), if any."""
+    import struct
 
-
-def _dicom_metadata(ds: Any) -> dict[str, Any]:
-    age = str(getattr(ds, "PatientAge", "") or "")
-    digits = "".join(ch for ch in age if ch.isdigit())
-    return {
-        "patient_id": str(getattr(ds, "PatientID", "") or ""),
-        "sex": str(getattr(ds, "PatientSex", "") or ""),
-        "age": float(digits) if digits else float("nan"),
-        "view": str(getattr(ds, "ViewPosition", "") or ""),
-    }
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception's message in words on one line: pydicom's run over several lines, and
-    Pillow's name the in-memory file object (``<_io.BytesIO object at 0x...>``), which says nothing."""
-    text = re.sub(r"<[^<>]* object at 0x[0-9a-fA-F]+>", "the data", str(exc))
-    return " ".join(text.split()) or exc.__class__.__name__
-
-
-def check_pixels(name: str, width: int, height: int, max_pixels: int | None = MAX_PIXELS, min_side: int = 0) -> None:
-    """Refuse an image by its size (read from its header, before decoding it)."""
-    if max_pixels is not None and width * height > max_pixels:
-        raise TooLargeError(f"{name}: {width}x{height} pixels ({width * height / 1e6:.0f} megapixels) is more than the "
-                            f"limit of {max_pixels / 1e6:.0f} megapixels")
-    if min(width, height) < min_side:
-        raise PneumoscopeError(f"{name}: {width}x{height} pixels is too small for a radiograph (at least {min_side} px a side)")
-
-
-def read_dicom(path: Path | BinaryIO, name: str | None = None, max_pixels: int | None = MAX_PIXELS,
-               min_side: int = 0) -> tuple[np.ndarray, dict[str, Any]]:
-    """Read a DICOM radiograph (path or binary file object) as float32 [0, 1] (air dark) plus its metadata."""
-    import pydicom
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
-
-    name = name or str(path)
+    fp = getattr(im, "fp", None)
+    if getattr(im, "format", None) != "PNG" or fp is None:
+        return None
+    pos = fp.tell()
     try:
-        ds = pydicom.dcmread(path if not isinstance(path, Path) else str(path))
-        if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
-            raise PneumoscopeError(f"{name}: not a readable DICOM image (it holds no pixel data)")
-        check_pixels(name, int(ds.get("Columns", 0) or 0), int(ds.get("Rows", 0) or 0), max_pixels, min_side)
-        raw = ds.pixel_array
-    except PneumoscopeError:
-        raise
-    except Exception as exc:  # pydicom raises many types for broken files
-        raise PneumoscopeError(f"{name}: not a readable DICOM image ({exc.__class__.__name__}: {one_line(exc)})") from exc
-    if raw.ndim == 3 and raw.shape[-1] in (3, 4):
-        raw = raw[..., :3].mean(axis=-1)
-    elif raw.ndim != 2:
-        raise PneumoscopeError(f"{name}: expected a single 2-D frame, got pixel array of shape {raw.shape}")
-    arr = apply_modality_lut(raw, ds)
-    if "VOILUTSequence" in ds or "WindowCenter" in ds:
-        arr = apply_voi_lut(arr, ds)
-    img = _scale01(np.asarray(arr))
-    if str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
-        img = 1.0 - img
-    return img, _dicom_metadata(ds)
+        fp.seek(8)
+        while True:
+            head = fp.read(8)
+            if len(head) < 8:
+                return None
+            length, kind = struct.unpack(">I4s", head)
+            if kind == b"sBIT":
+                return fp.read(length)[0]
+            if kind in (b"IDAT", b"IEND"):
+                return None
+            fp.seek(length + 4, 1)
+    except (OSError, struct.error, IndexError):
+        return None
+    finally:
+        fp.seek(pos)
 
 
 def read_raster(path: Path | BinaryIO, name: str | None = None, max_pixels: int | None = MAX_PIXELS,
@@ -119,11 +91,13 @@ def read_raster(path: Path | BinaryIO, name: str | None = None, max_pixels: int 
     try:
         with im:
             check_pixels(name, im.width, im.height, max_pixels, min_side)
+            sbit = _png_significant_bits(im)
             im.load()
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
                 arr = np.asarray(im, dtype=np.float32)
-                bits = 16 if arr.max() > 255 else 8
-                return np.clip(arr / (2**bits - 1), 0.0, 1.0)
+                if sbit:
+                    return scale01(arr, 0.0, float(2**sbit - 1))
+                return scale01(arr)  # a 16-bit container without a declared depth: its own range
             if im.mode == "RGBA" or im.mode == "LA" or (im.mode == "P" and "transparency" in im.info):
                 # Composite onto black: transparent pixels carry no radiograph.
                 rgba = im.convert("RGBA")
@@ -146,18 +120,18 @@ def read_image(path: str | Path, max_pixels: int | None = MAX_PIXELS, min_side: 
     if not path.is_file():
         raise PneumoscopeError(f"{path}: file not found" if not path.exists() else f"{path}: is a folder, not an image file")
     if is_dicom(path):
-        return read_dicom(path, str(path), max_pixels, min_side)
+        return read_dicom(str(path), str(path), max_pixels, min_side)
     return read_raster(path, str(path), max_pixels, min_side), {}
 
 
 def sniff(data: bytes) -> str:
     """The image format from its bytes (not its name): ``dicom``, ``png`` or ``jpeg``; else raise."""
-    if len(data) >= 132 and data[128:132] == b"DICM":
-        return "dicom"
     if data[:8] == b"\x89PNG\r\n\x1a\n":
         return "png"
     if data[:3] == b"\xff\xd8\xff":
         return "jpeg"
+    if looks_like_dicom(data[:132]):
+        return "dicom"
     raise UnsupportedFormatError("unsupported file: not DICOM, PNG or JPEG (checked by content)")
 
 

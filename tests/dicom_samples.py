@@ -1,0 +1,103 @@
+"""DICOM files for the conformance tests: pydicom's bundled test files, and one real radiograph
+encoded in every transfer syntax (by imagecodecs, pydicom and our own reader nowhere involved)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+PYDICOM_FILES = Path(__import__("pydicom").__file__).parent / "data" / "test_files"
+
+
+def bundled(name: str = "*.dcm") -> list[Path]:
+    """pydicom's own test files shipped in its wheel (never the ones it would download)."""
+    return sorted(PYDICOM_FILES.glob(name))
+
+
+def radiograph12(size: int = 256) -> np.ndarray:
+    """A 12-bit chest radiograph: a real SIIM image when the samples are present, else a phantom,
+    with its 8-bit values spread over 12 bits plus a little noise (so all 4096 levels matter)."""
+    from tests.conftest import SHARED
+
+    sample = sorted((SHARED / "siim-sample" / "png_images").glob("*.png"))
+    if sample:
+        import cv2
+
+        img = cv2.resize(cv2.imread(str(sample[0]), cv2.IMREAD_GRAYSCALE), (size, size), interpolation=cv2.INTER_AREA)
+    else:
+        from pneumoscope.data.synth import render
+
+        img = render(size, True, np.random.default_rng(7)).image
+    noise = np.random.default_rng(0).integers(0, 16, img.shape)
+    return (img.astype(np.uint16) * 16 + noise).astype(np.uint16)
+
+
+def write(path: Path, pixels: np.ndarray, syntax: str, frame: bytes | None = None, bits_stored: int = 12,
+          photometric: str = "MONOCHROME2", meta: bool = True, **extra) -> Path:
+    """A single-frame greyscale DICOM of ``pixels`` in transfer syntax ``syntax``: native (``frame``
+    None; pydicom encodes RLE and deflate itself) or encapsulated ``frame`` bytes."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import UID, DigitalXRayImageStorageForPresentation, RLELossless, generate_uid
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = UID(syntax)
+    ds.SOPClassUID, ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.PatientID, ds.PatientSex, ds.PatientAge, ds.ViewPosition = "DX", "p12", "M", "018M", "PA"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+    ds.BitsAllocated = 16 if pixels.dtype == np.uint16 else 8
+    ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits_stored, bits_stored - 1, 0
+    for key, value in extra.items():
+        setattr(ds, key, value)
+    if frame is not None:
+        ds.PixelData = encapsulate([frame])
+        ds["PixelData"].VR = "OB"
+    else:
+        big = UID(syntax) == "1.2.840.10008.1.2.2"
+        ds.PixelData = np.ascontiguousarray(pixels.astype(pixels.dtype.newbyteorder(">" if big else "<"))).tobytes()
+        if UID(syntax) == RLELossless:
+            ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.1"
+            ds.compress(RLELossless, encoding_plugin="pydicom")
+    if meta:
+        ds.save_as(path, enforce_file_format=True)
+    else:  # ACR-NEMA style: no preamble, no file meta, implicit VR little endian
+        del ds.file_meta
+        ds.save_as(path, implicit_vr=True, little_endian=True, enforce_file_format=False)
+    return path
+
+
+LOSSLESS = {  # name -> (transfer syntax, encoder of the 12-bit frame or None for a native encoding)
+    "explicit_le": ("1.2.840.10008.1.2.1", None),
+    "implicit_le": ("1.2.840.10008.1.2", None),
+    "explicit_be": ("1.2.840.10008.1.2.2", None),
+    "deflated": ("1.2.840.10008.1.2.1.99", None),
+    "rle": ("1.2.840.10008.1.2.5", None),
+    "jpeg_lossless_sv1": ("1.2.840.10008.1.2.4.70", lambda a, ic: ic.jpeg8_encode(a, lossless=True, predictor=1, bitspersample=12)),
+    "jpeg_lossless_p14": ("1.2.840.10008.1.2.4.57", lambda a, ic: ic.jpeg8_encode(a, lossless=True, predictor=3, bitspersample=12)),
+    "jpeg_ls_lossless": ("1.2.840.10008.1.2.4.80", lambda a, ic: ic.jpegls_encode(a, level=0)),
+    "j2k_lossless": ("1.2.840.10008.1.2.4.90", lambda a, ic: ic.jpeg2k_encode(a, level=0, codecformat="j2k", reversible=True)),
+    "htj2k_lossless": ("1.2.840.10008.1.2.4.201", lambda a, ic: ic.htj2k_encode(a, level=0)),
+}
+LOSSY = {
+    "jpeg_extended_12bit": ("1.2.840.10008.1.2.4.51", lambda a, ic: ic.jpeg8_encode(a, level=95, bitspersample=12)),
+    "jpeg_ls_near_lossless": ("1.2.840.10008.1.2.4.81", lambda a, ic: ic.jpegls_encode(a, level=2)),
+    "j2k_lossy": ("1.2.840.10008.1.2.4.91", lambda a, ic: ic.jpeg2k_encode(a, level=80, codecformat="j2k", reversible=False)),
+    "htj2k_lossy": ("1.2.840.10008.1.2.4.203", lambda a, ic: ic.htj2k_encode(a, level=0.0005, reversible=False)),
+}
+
+
+def encoded_set(folder: Path, names: dict | None = None) -> dict[str, Path]:
+    """The 12-bit radiograph written once per encoding into ``folder``; skips without imagecodecs."""
+    ic = pytest.importorskip("imagecodecs", reason="imagecodecs (test extra) encodes the conformance files")
+    folder.mkdir(parents=True, exist_ok=True)
+    pixels = radiograph12()
+    out = {}
+    for name, (syntax, encoder) in (names or {**LOSSLESS, **LOSSY}).items():
+        out[name] = write(folder / f"{name}.dcm", pixels, syntax, None if encoder is None else bytes(encoder(pixels, ic)))
+    return out
