@@ -59,8 +59,25 @@ def test_choose_falls_back_when_reduced_precision_disagrees(model, monkeypatch, 
     monkeypatch.setattr(backend_select, "bf16_supported", lambda device: True)
     monkeypatch.setattr(backend_select, "DICE_MIN", 1.01)
     chosen, notes = backend_select.choose(model, torch.device("cpu"), x, "torch", "auto", memo=_memo(tmp_path, model))
-    assert chosen.name == "torch-fp32-cl"
-    assert any("torch-bf16-cl does not match float32" in n and "falling back" in n for n in notes)
+    assert chosen.precision == "fp32" and chosen.name in ("torch-fp32-cl", "torch-fp32")
+    assert any("torch-bf16-cl does not match float32" in n and "not used" in n for n in notes)
+
+
+def test_pixels_at_the_threshold_are_not_a_mismatch():
+    ref = np.array([[0.50001, 0.2, 0.9]], np.float32)
+    assert backend_select.masks_agree(np.array([[0.49999, 0.2, 0.9]], np.float32), ref)  # undecided pixel
+    assert not backend_select.masks_agree(np.array([[0.50001, 0.6, 0.9]], np.float32), ref)  # a decided one flipped
+    assert backend_select.masks_agree(np.array([[0.50002, 0.2, 0.88]], np.float32), ref, thresholds=(0.5, 0.85))
+    assert backend_select.masks_agree(ref, ref, thresholds=(0.3, 0.5, 0.7))
+
+
+def test_eager_float32_is_chosen_when_nothing_else_qualifies(model, monkeypatch, tmp_path):
+    monkeypatch.setattr(backend_select, "FP32_TOLERANCE", 0.0)  # every other float32 path "differs"
+    monkeypatch.setattr(backend_select, "DICE_MIN", 1.01)
+    chosen, notes = backend_select.choose(model, torch.device("cpu"), sample_inputs(64, 2), "auto", "auto", memo=_memo(tmp_path, model))
+    assert chosen.name == "torch-fp32" and any("not used" in n for n in notes)
+    again, notes = backend_select.choose(model, torch.device("cpu"), sample_inputs(64, 2), "auto", "auto", memo=_memo(tmp_path, model))
+    assert again.name == "torch-fp32"
 
 
 def test_choice_is_remembered_per_machine(model, tmp_path):

@@ -6,6 +6,7 @@ and the classification head's logits (N,) when the model has a head.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +39,8 @@ class TorchBackend:
             raise PneumoscopeError("fp16 inference needs CUDA; on CPU use bf16")
         self.device, self.precision, self.channels_last = device, precision, channels_last
         self.model = model.eval().to(device)
-        if channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        if channels_last:  # a copy: the eager float32 reference keeps its own layout
+            self.model = copy.deepcopy(self.model).to(memory_format=torch.channels_last)
         self.net = torch.compile(self.model) if compile else self.model
         self.name = f"torch-{precision}" + ("-cl" if channels_last else "") + ("-compiled" if compile else "")
 

@@ -26,6 +26,7 @@ from ..files import check_writable_folder
 from ..runs import Run
 from ..stage1.unet import load_model
 from .backends import OnnxBackend, TorchBackend
+from .select import masks_agree
 
 PARITY_TOLERANCE = 1e-4
 
@@ -49,10 +50,10 @@ def sample_inputs(size: int, n: int = 4, seed: int = 123) -> np.ndarray:
 
 
 def parity(a, b, x: np.ndarray) -> dict:
-    """Max |prob difference| and whether the 0.5 masks agree, backend ``a`` vs ``b`` on ``x``."""
+    """Max |prob difference| and whether the 0.5 masks agree where ``a`` is decided, ``b`` against ``a`` on ``x``."""
     pa, _ = a(x)
     pb, _ = b(x)
-    return {"max_abs_diff": float(np.abs(pa - pb).max()), "masks_equal": bool(((pa > 0.5) == (pb > 0.5)).all())}
+    return {"max_abs_diff": float(np.abs(pa - pb).max()), "masks_equal": masks_agree(pb, pa)}
 
 
 def export_onnx(run: str | Path | Run, out: str | Path | None = None) -> tuple[Path, dict]:

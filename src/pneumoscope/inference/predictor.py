@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,8 +54,10 @@ class Prediction:
 class Predictor:
     """A loaded run: stage-1 U-Net on a chosen backend, post-processing rule, stage-2 classifier."""
 
-    def __init__(self, run: str | Path | Run, opts: PredictOptions = PredictOptions()) -> None:
+    def __init__(self, run: str | Path | Run, opts: PredictOptions = PredictOptions(),
+                 say: Callable[[str], None] | None = None) -> None:
         opts.check()
+        self.say = say or (lambda line: None)  # progress of slow first-call steps (the CLI prints them)
         self.run = run if isinstance(run, Run) else Run(run)
         self.run.require()
         self.opts = opts
@@ -88,13 +91,15 @@ class Predictor:
                 try:
                     from .export import export_onnx
 
+                    self.say("exporting the model to ONNX (once per run; checked against PyTorch) ...")
                     onnx_path, _ = export_onnx(self.run)
                 except (PneumoscopeError, OSError) as exc:
                     if self.opts.backend == "onnx":
                         raise PneumoscopeError(f"onnx backend unavailable: {exc}") from exc
                     self.notes.append(f"onnx unavailable ({exc})")
+        thresholds = tuple(sorted({self.threshold, self.rule.top, self.rule.bottom}))
         self.backend, notes = select.choose(self.model, self.device, x, self.opts.backend, self.opts.precision,
-                                            self.opts.compile, onnx_path, self.run)
+                                            self.opts.compile, onnx_path, self.run, thresholds, self.say)
         self.notes += notes
 
     def predict_batch(self, images: list[np.ndarray], metas: list[dict] | None = None) -> list[Prediction]:
