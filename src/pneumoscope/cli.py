@@ -24,9 +24,16 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 def _config_from(args: argparse.Namespace, default: str | None = None) -> config_mod.Config:
     overrides = list(args.overrides)
+    data = getattr(args, "data", None)
+    if isinstance(data, list):  # --data repeated: the first folder, and the others trained on with it
+        import json
+
+        overrides.insert(0, f"data.extra_paths={json.dumps(data[1:])}")
+        args.data = data[0]
     for flag, key in (("data", "data.path"), ("layout", "data.layout"), ("encoder", "model.encoder"),
                       ("size", "data.size"), ("epochs", "train.epochs"), ("batch_size", "train.batch_size"),
-                      ("device", "train.device")):
+                      ("device", "train.device"), ("init_from", "model.init_from"),
+                      ("freeze_encoder_epochs", "train.freeze_encoder_epochs")):
         value = getattr(args, flag, None)
         if value is not None:
             overrides.insert(0, f"{key}={value}")
@@ -214,7 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_convert)
 
     s = sub.add_parser("train-seg", help="train a U-Net (stage 1) and evaluate it on the test split")
-    s.add_argument("--data", help="dataset folder (default: the synthetic phantoms)")
+    s.add_argument("--data", action="append", help="dataset folder (default: the synthetic phantoms); repeat it to "
+                   "train on several together, e.g. SIIM masks plus a labelled folder whose normals are negatives")
     s.add_argument("--layout", choices=layouts)
     s.add_argument("--encoder")
     s.add_argument("--size", type=int)
@@ -223,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     s.add_argument("--out", required=True, help="run folder")
     s.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    s.add_argument("--init-from", metavar="RUN", help="start from RUN's best weights and keep its split (e.g. to continue "
+                   "at a larger --size); the new run goes to --out")
+    s.add_argument("--freeze-encoder-epochs", type=int, metavar="N", help="keep the encoder fixed for the first N epochs")
     s.add_argument("--skip-bad", action="store_true", help="skip unreadable items and list them in the run folder")
     _add_config_args(s)
     s.set_defaults(func=cmd_train_seg)
@@ -286,7 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_train_cls)
 
     s = sub.add_parser("run", help="the whole study: Table 1 per encoder, stage 2, Table 2, HTML report")
-    s.add_argument("--data", help="dataset folder (default: the synthetic phantoms)")
+    s.add_argument("--data", action="append", help="dataset folder (default: the synthetic phantoms); repeat it to "
+                   "train on several together, e.g. SIIM masks plus a labelled folder whose normals are negatives")
     s.add_argument("--layout", choices=layouts)
     s.add_argument("--size", type=int)
     s.add_argument("--epochs", type=int)

@@ -16,6 +16,8 @@ import yaml
 from .errors import PneumoscopeError
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+SCHEDULES = ("plateau", "cosine", "onecycle")
+LOSS_PRESETS = {"paper": (1.0, 1.0, 1.0), "siim-1st": (3.0, 1.0, 4.0), "balanced": (2.0, 1.0, 2.0)}  # (bce, dice, focal)
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,7 @@ class DataConfig:
     """Where images come from and how they are prepared."""
 
     path: str | None = None  # dataset folder; None = generate the synthetic default
+    extra_paths: tuple[str, ...] = ()  # more dataset folders trained on together (e.g. labelled normals as negatives)
     layout: str = "auto"  # auto | kaggle | siim | folder
     size: int = 128  # training resolution (square); the paper uses 512
     cache_dir: str | None = None  # None = ~/.cache/pneumoscope (or $PNEUMOSCOPE_CACHE)
@@ -31,7 +34,8 @@ class DataConfig:
     split_seed: int = 0
     augment: bool = True  # small shift/scale/rotate + brightness/contrast
     hflip: bool = False  # horizontal flip (off by default: anatomy is not symmetric)
-    positive_fraction: float | None = None  # oversample positives to this share per epoch
+    positive_fraction: float | None = None  # share of positive images sampled per epoch (None: the data's own)
+    positive_fraction_end: float | None = None  # with positive_fraction: falls linearly to this share by the last epoch
     skip_bad: bool = False  # skip unreadable items and list them instead of failing
     synth_n: int = 800  # synthetic default: number of phantoms
     synth_size: int = 256  # synthetic default: phantom resolution
@@ -46,12 +50,14 @@ class ModelConfig:
     encoder: str = "resnet18"
     encoder_weights: str | None = None  # None | "imagenet" | path to a local state dict
     cls_head: bool = False  # image-level classification head on the encoder
+    init_from: str | None = None  # a run folder whose best weights start this training (e.g. at a larger size)
 
 
 @dataclass(frozen=True)
 class LossConfig:
     """Composite loss alpha*BCE + beta*Dice + gamma*Focal (+ lambda*BCE of the head)."""
 
+    preset: str | None = None  # named (bce, dice, focal) weights: paper 1/1/1, siim-1st 3/1/4, balanced 2/1/2
     bce: float = 1.0  # alpha
     dice: float = 1.0  # beta
     focal: float = 1.0  # gamma (the weight, not the focusing parameter)
@@ -69,6 +75,13 @@ class TrainConfig:
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 0.0
+    schedule: str = "plateau"  # plateau (the paper's ReduceLROnPlateau) | cosine | onecycle (per step)
+    warmup_epochs: float = 0.0  # linear learning-rate warm-up over this many epochs (per step)
+    min_lr_ratio: float = 0.01  # cosine / onecycle: the final learning rate as a share of lr
+    grad_clip: float | None = None  # clip the gradient norm to this value
+    ema_decay: float | None = None  # exponential moving average of the weights (evaluated and saved instead)
+    average_best: int = 0  # >= 2: average the best k epochs' weights at the end (BatchNorm recomputed)
+    freeze_encoder_epochs: int = 0  # keep the encoder fixed for the first epochs (e.g. continuing at a new size)
     plateau_factor: float = 0.5
     plateau_patience: int = 3
     early_stopping_patience: int = 5
@@ -125,8 +138,10 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
         hint = hints[name]
         if dataclasses.is_dataclass(hint):
             kwargs[name] = _build(hint, value or {}, f"{where}{name}.")
-        elif name == "encoders":
-            kwargs[name] = tuple([value] if isinstance(value, str) else value)
+        elif getattr(hint, "__origin__", None) is tuple:  # encoders, extra_paths: a list, or one string
+            if value is None:
+                value = ()
+            kwargs[name] = tuple(str(v) for v in ([value] if isinstance(value, str) else value))
         else:
             kwargs[name] = _coerce(hint, value, f"{where}{name}")
     return cls(**kwargs)
@@ -167,6 +182,15 @@ _RULES: dict[str, tuple[Any, str]] = {
     "data.val_fraction": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "data.test_fraction": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "data.positive_fraction": (lambda v: v is None or 0 < v < 1, "null or in (0, 1)"),
+    "data.positive_fraction_end": (lambda v: v is None or 0 < v < 1, "null or in (0, 1)"),
+    "loss.preset": (lambda v: v is None or v in LOSS_PRESETS, f"null or one of {', '.join(LOSS_PRESETS)}"),
+    "train.schedule": (lambda v: v in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
+    "train.warmup_epochs": (lambda v: v >= 0, ">= 0"),
+    "train.min_lr_ratio": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "train.grad_clip": (lambda v: v is None or v > 0, "null or > 0"),
+    "train.ema_decay": (lambda v: v is None or 0 < v < 1, "null or in (0, 1)"),
+    "train.average_best": (lambda v: v == 0 or v >= 2, "0 (off) or at least 2"),
+    "train.freeze_encoder_epochs": (lambda v: v >= 0, ">= 0"),
     "data.synth_n": (lambda v: v >= 8, ">= 8"),
     "data.synth_size": (lambda v: v >= 32, ">= 32"),
     "data.synth_positive_rate": (lambda v: 0 <= v <= 1, "in [0, 1]"),
@@ -194,6 +218,11 @@ _RULES: dict[str, tuple[Any, str]] = {
 }
 
 
+def loss_weights(cfg: LossConfig) -> tuple[float, float, float]:
+    """(BCE, Dice, Focal) weights: the preset's when one is named, else the three keys."""
+    return LOSS_PRESETS[cfg.preset] if cfg.preset else (cfg.bce, cfg.dice, cfg.focal)
+
+
 def check(cfg: Config) -> Config:
     """Raise PneumoscopeError naming the first value out of its range (and impossible combinations)."""
     for key, (ok, what) in _RULES.items():
@@ -205,7 +234,9 @@ def check(cfg: Config) -> Config:
     if d.val_fraction + d.test_fraction >= 1:
         raise PneumoscopeError(f"data.val_fraction + data.test_fraction = {d.val_fraction + d.test_fraction:g}; "
                                "they must sum to less than 1 (the rest is for training)")
-    if lo.bce + lo.dice + lo.focal == 0:
+    if d.positive_fraction_end is not None and d.positive_fraction is None:
+        raise PneumoscopeError("data.positive_fraction_end needs data.positive_fraction (the share it starts from)")
+    if sum(loss_weights(lo)) == 0:
         raise PneumoscopeError("loss.bce, loss.dice and loss.focal are all 0: nothing to train on")
     if lo.cls_weight > 0 and not cfg.model.cls_head:
         raise PneumoscopeError("loss.cls_weight > 0 needs model.cls_head: true")
@@ -223,6 +254,7 @@ def to_dict(cfg: Config) -> dict[str, Any]:
     """Plain nested mapping (YAML-friendly)."""
     out = dataclasses.asdict(cfg)
     out["encoders"] = list(out["encoders"])
+    out["data"]["extra_paths"] = list(out["data"]["extra_paths"])
     return out
 
 

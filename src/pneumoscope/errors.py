@@ -31,3 +31,6 @@ class BadItemError(PneumoscopeError):
         self.item_id = item_id
         self.path = path
         self.reason = reason
+
+    def __reduce__(self):  # picklable, so worker processes can report it
+        return (BadItemError, (self.item_id, self.path, self.reason))

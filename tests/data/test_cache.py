@@ -2,6 +2,7 @@ import os
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -53,3 +54,29 @@ def test_resize_mask_keeps_half_covered_pixels():
     m = np.zeros((4, 4), np.uint8)
     m[:2, :] = 1
     np.testing.assert_array_equal(resize_mask(m, 2), [[1, 1], [0, 0]])
+
+
+def test_a_larger_dataset_is_cached_by_processes_with_bad_items_reported(tiny_synth, tmp_path, cache_dir):
+    from pneumoscope.data import cache as cache_mod
+
+    root = tmp_path / "k"
+    shutil.copytree(tiny_synth, root)
+    table = pd.read_csv(root / "train.csv")
+    extra = []
+    for k in (1, 2):  # 72 images: over the threshold for worker processes
+        for rec in table.itertuples():
+            name = f"c{k}_{rec.new_filename}"
+            shutil.copy(root / "png_images" / rec.new_filename, root / "png_images" / name)
+            shutil.copy(root / "png_masks" / rec.new_filename, root / "png_masks" / name)
+            extra.append({"new_filename": name, "ImageId": f"c{k}_{rec.ImageId}", "has_pneumo": rec.has_pneumo})
+    pd.concat([table, pd.DataFrame(extra)]).to_csv(root / "train.csv", index=False)
+    (root / "png_images" / extra[5]["new_filename"]).write_bytes(b"broken")
+    index, _ = index_dataset(root)
+    assert len(index) >= cache_mod.PROCESS_MIN_IMAGES
+    with pytest.raises(BadItemError, match="not a readable image"):
+        build_cache(index, 32, cache_dir, workers=2)
+    cache = build_cache(index, 32, cache_dir, skip_bad=True, workers=2)
+    assert cache.build["kind"] == "processes" and cache.build["images_per_second"] > 0
+    assert len(cache) == 71 and [e.item_id for e in cache.skipped] == [extra[5]["ImageId"]]
+    small = build_cache(index_dataset(tiny_synth)[0], 32, cache_dir, workers=2)
+    np.testing.assert_array_equal(np.asarray(cache.images[:24]), np.asarray(small.images))  # same pixels either way

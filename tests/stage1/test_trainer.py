@@ -1,6 +1,7 @@
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -76,3 +77,98 @@ def test_retraining_clears_artefacts_of_the_old_weights(tiny_synth, cache_dir, t
     train_seg(_cfg(tiny_synth, cache_dir, epochs=1), run)
     assert not (run / "model.onnx").exists() and not (run / "stage2").exists()
     assert (run / "postprocess.json").is_file()  # searched again for the new weights
+
+
+def test_ema_and_best_k_average_are_what_is_saved(tiny_synth, cache_dir, tmp_path):
+    m = train_seg(_cfg(tiny_synth, cache_dir, epochs=3, ema_decay=0.9, average_best=2), tmp_path / "r")
+    assert m["averaged"]["epochs"] and len(m["averaged"]["epochs"]) == 2 and "kept" in m["averaged"]
+    ck = torch.load(tmp_path / "r" / "last.pt", map_location="cpu", weights_only=True)
+    assert ck["ema"]["updates"] > 0 and len(ck["best_k"]["states"]) == 2
+
+
+@pytest.mark.slow
+def test_resume_with_ema_and_a_warm_cosine_schedule_reaches_the_same_result(tiny_synth, cache_dir, tmp_path, monkeypatch):
+    from pneumoscope.runs import Run
+
+    extra = {"ema_decay": 0.9, "schedule": "cosine", "warmup_epochs": 1, "grad_clip": 1.0, "batch_size": 4}
+    train_seg(_cfg(tiny_synth, cache_dir, epochs=3, **extra), tmp_path / "full")
+
+    class Killed(Exception):
+        pass
+
+    original = Run.write_history
+
+    def die_after_epoch_2(self, fields, rows):
+        original(self, fields, rows)
+        if len(rows) == 2:
+            raise Killed  # the process dies once epoch 2 is saved
+
+    with monkeypatch.context() as m:
+        m.setattr(Run, "write_history", die_after_epoch_2)
+        with pytest.raises(Killed):
+            train_seg(_cfg(tiny_synth, cache_dir, epochs=3, **extra), tmp_path / "cut")
+    train_seg(_cfg(tiny_synth, cache_dir, epochs=3, **extra), tmp_path / "cut", resume=True)
+    full = torch.load(tmp_path / "full" / "last.pt", map_location="cpu", weights_only=True)
+    cut = torch.load(tmp_path / "cut" / "last.pt", map_location="cpu", weights_only=True)
+    assert full["scheduler"]["step_count"] == cut["scheduler"]["step_count"] == 9  # 3 steps an epoch: lr varied per step
+    assert all(torch.equal(full["model"][k], cut["model"][k]) for k in full["model"])
+    assert all(torch.equal(full["ema"]["model"][k], cut["ema"]["model"][k]) for k in full["ema"]["model"])
+
+
+def test_positive_fraction_schedule():
+    from pneumoscope.stage1.trainer import _positive_fraction
+
+    cfg = config.load("demo", ["train.epochs=5", "data.positive_fraction=0.8", "data.positive_fraction_end=0.4"])
+    assert [round(_positive_fraction(cfg, e), 3) for e in range(1, 6)] == [0.8, 0.7, 0.6, 0.5, 0.4]
+    assert _positive_fraction(config.load("demo"), 3) is None
+
+
+def test_two_phase_continues_at_a_larger_size_with_the_encoder_frozen(tiny_synth, cache_dir, tmp_path):
+    from pneumoscope.cli import main
+    from pneumoscope.runs import Run
+
+    first = tmp_path / "first"
+    train_seg(_cfg(tiny_synth, cache_dir, epochs=1), first)
+    second = tmp_path / "second"
+    assert main(["train-seg", "--data", str(tiny_synth), "--out", str(second), "--init-from", str(first), "--size", "96",
+                 "--freeze-encoder-epochs", "1", "--epochs", "1", "--encoder", "resnet18", "--batch-size", "8",
+                 "--set", f"data.cache_dir={cache_dir}", "--set", "train.progress=false",
+                 "--set", "data.val_fraction=0.25", "--set", "data.test_fraction=0.25"]) == 0
+    old, _ = Run(first).load_weights()
+    new, cfg = Run(second).load_weights()
+    enc = [k for k in old if k.startswith("encoder.") and "running" not in k and "num_batches" not in k]
+    dec = [k for k in old if k.startswith("decoder.") and k.endswith("weight")]
+    assert all(torch.equal(old[k], new[k]) for k in enc)  # frozen for its only epoch (BatchNorm statistics too)
+    assert not all(torch.equal(old[k], new[k]) for k in dec)
+    assert cfg["data"]["size"] == 96
+    pd.testing.assert_frame_equal(Run(first).read_split(), Run(second).read_split())  # the same held-out images
+
+
+def test_normals_of_a_labelled_folder_are_negatives(tiny_synth, cache_dir, tmp_path):
+    from PIL import Image
+
+    from pneumoscope.runs import Run
+    from pneumoscope.stage2.pipeline import classification_sets
+
+    labelled = tmp_path / "labelled"
+    labelled.mkdir()
+    rows = []
+    for i, f in enumerate(sorted((tiny_synth / "png_images").glob("*.png"))[:12]):
+        Image.open(f).save(labelled / f"n{i}.png")
+        rows.append(f"n{i}.png,{'pneumothorax' if i < 4 else 'normal'},pat{i // 2}")
+    (labelled / "labels.csv").write_text("file,label,patient_id\n" + "\n".join(rows) + "\n")
+    cfg = _cfg(tiny_synth, cache_dir, epochs=1)
+    import dataclasses
+
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, extra_paths=(str(labelled),)))
+    m = train_seg(cfg, tmp_path / "r")
+    split = Run(tmp_path / "r").read_split()
+    assert set(split.source) == {tiny_synth.name, "labelled"}
+    ours = split[split.source == "labelled"]
+    assert len(ours) == 8 and (ours.label == 0).all()  # the 8 normals, not the 4 pneumothorax without masks
+    assert ours.groupby("patient_id").split.nunique().max() == 1  # patients stay together
+    counts = pd.DataFrame(m["split_counts"])
+    assert counts.set_index(["source", "kind"]).sum(axis=1)[("labelled", "normal")] == 8
+    cache, fit, test, note = classification_sets(Run(tmp_path / "r").read_config(), Run(tmp_path / "r"))
+    used = set(cache.index.id.iloc[np.concatenate([fit, test])])
+    assert {"n0", "n1", "n2", "n3"} <= used and "4 labelled images without a mask" in note

@@ -9,12 +9,14 @@ cache and an unchanged one is reused.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+import time
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +30,7 @@ from .rle import decode_union
 from .transforms import resize_mask, to_model_size
 
 CACHE_VERSION = 1
+PROCESS_MIN_IMAGES = 64  # below this, threads (process start-up would cost more than it saves)
 
 
 def default_cache_dir() -> Path:
@@ -35,7 +38,33 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("PNEUMOSCOPE_CACHE", Path.home() / ".cache" / "pneumoscope"))
 
 
-def load_row(row: pd.Series) -> tuple[np.ndarray, np.ndarray | None, dict]:
+def _load_resized(row: dict, size: int) -> tuple[np.ndarray | None, np.ndarray | None, BadItemError | None, bool, dict]:
+    """One index row decoded and resized to ``size`` (run in a worker process): image, mask, error,
+    whether the mask is known, metadata."""
+    try:
+        img, mask, meta = load_row(row)
+    except BadItemError as exc:
+        return None, None, exc, False, {}
+    small = resize_mask(mask, size) if mask is not None else np.zeros((size, size), np.uint8)
+    return to_model_size(img, size), small, None, mask is not None, meta
+
+
+@contextlib.contextmanager
+def _pool(n: int, workers: int | None):
+    """Processes on every core for real datasets (decoding is CPU work); threads for a handful of
+    images, where starting processes would cost more than it saves."""
+    count = max(1, workers or os.cpu_count() or 1)
+    if n >= PROCESS_MIN_IMAGES and count > 1:
+        import multiprocessing
+
+        with ProcessPoolExecutor(max_workers=count, mp_context=multiprocessing.get_context("spawn")) as pool:
+            yield pool, "processes", count
+    else:
+        with ThreadPoolExecutor(max_workers=count) as pool:
+            yield pool, "threads", count
+
+
+def load_row(row: pd.Series | dict) -> tuple[np.ndarray, np.ndarray | None, dict]:
     """Read one index row: image float [0, 1], mask 0/1 (None when unknown), metadata.
 
     Raises BadItemError naming the file when the image or mask is unusable.
@@ -81,6 +110,7 @@ class Cache:
     masks: np.ndarray  # uint8 (N, S, S), 0/1
     index: pd.DataFrame  # usable rows, in array order; columns of the index + has_mask
     skipped: list[BadItemError]
+    build: dict = field(default_factory=dict)  # when built by this call: seconds, images/s, workers
 
     def __len__(self) -> int:
         return len(self.index)
@@ -90,7 +120,7 @@ def _open(root: Path) -> Cache:
     meta = json.loads((root / "meta.json").read_text())
     skipped = [BadItemError(s["id"], s["path"], s["reason"]) for s in meta["skipped"]]
     index = pd.read_csv(root / "index.csv", dtype={"id": str, "mask_path": str, "rle": str, "patient_id": str,
-                                                     "sex": str, "view": str}, keep_default_na=False)
+                                                     "sex": str, "view": str, "source": str}, keep_default_na=False)
     index["age"] = pd.to_numeric(index["age"], errors="coerce")
     return Cache(root, np.load(root / "images.npy", mmap_mode="r"), np.load(root / "masks.npy", mmap_mode="r"),
                  index, skipped)
@@ -123,25 +153,20 @@ def _build(index: pd.DataFrame, size: int, root: Path, tmp: Path, skip_bad: bool
     n = len(index)
     images = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.uint8, shape=(n, size, size))
     masks = np.lib.format.open_memmap(tmp / "masks.npy", mode="w+", dtype=np.uint8, shape=(n, size, size))
-    rows = [r for _, r in index.iterrows()]
-
-    def work(i: int) -> tuple[int, BadItemError | None, bool, dict]:
-        try:
-            img, mask, meta = load_row(rows[i])
-        except BadItemError as exc:
-            return i, exc, False, {}
-        images[i] = to_model_size(img, size)
-        masks[i] = resize_mask(mask, size) if mask is not None else 0
-        return i, None, mask is not None, meta
-
+    rows = [dict(r) for _, r in index.iterrows()]
+    t0 = time.perf_counter()
     results = []
-    with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
-        for res in tqdm(pool.map(work, range(n)), total=n, desc=f"caching at {size}px", leave=False,
-                        disable=None if progress else True):
-            if res[1] is not None and not skip_bad:
+    with _pool(n, workers) as (pool, kind, count):
+        jobs = pool.map(_load_resized, rows, [size] * n, chunksize=max(1, min(32, n // (4 * count) or 1)))
+        for i, (img, mask, err, has_mask, meta) in enumerate(tqdm(jobs, total=n, desc=f"caching at {size}px", leave=False,
+                                                                   disable=None if progress else True)):
+            if err is not None and not skip_bad:
                 shutil.rmtree(tmp, ignore_errors=True)
-                raise res[1]
-            results.append(res)
+                raise err
+            if err is None:
+                images[i], masks[i] = img, mask
+            results.append((i, err, has_mask, meta))
+    seconds = time.perf_counter() - t0
     keep = [i for i, err, _, _ in results if err is None]
     skipped = [err for _, err, _, _ in results if err is not None]
     if not keep:
@@ -168,9 +193,13 @@ def _build(index: pd.DataFrame, size: int, root: Path, tmp: Path, skip_bad: bool
     (tmp / "meta.json").write_text(json.dumps({
         "size": size, "n": len(keep),
         "skipped": [{"id": e.item_id, "path": e.path, "reason": e.reason} for e in skipped],
+        "build": {"seconds": round(seconds, 2), "images_per_second": round(n / max(seconds, 1e-9), 1),
+                  "workers": count, "kind": kind},
     }, indent=1))
     try:
         os.replace(tmp, root)
     except OSError:  # another process built it first
         shutil.rmtree(tmp, ignore_errors=True)
-    return _open(root)
+    cache = _open(root)
+    cache.build = json.loads((root / "meta.json").read_text()).get("build", {})
+    return cache

@@ -8,6 +8,8 @@ Every layout becomes a pandas DataFrame with the columns of ``INDEX_COLUMNS``:
   (``ImageId, EncodedPixels``; several rows for one image are a union).
 - ``folder``: images with image-level labels and no masks: ``labels.csv``
   (``file,label`` plus optional ``patient_id,age,sex,view``) or one sub-folder per class.
+  An image labelled normal has a known, empty mask (a negative for segmentation); one labelled
+  pneumothorax has no mask (left out of segmentation, used by the classifier).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from .io import DICOM_SUFFIXES, IMAGE_SUFFIXES
 
 INDEX_COLUMNS = ["id", "image_path", "mask_path", "rle", "label", "patient_id", "sex", "age", "view"]
 RLE_SEP = "|"
+EMPTY_MASK = "-1"  # an image labelled normal: its pneumothorax mask is known to be empty
 POSITIVE_NAMES = {"1", "pneumothorax", "positive", "pos", "true", "yes"}
 NEGATIVE_NAMES = {"0", "normal", "negative", "neg", "false", "no", "no finding"}
 
@@ -163,14 +166,16 @@ def _index_folder(root: Path) -> tuple[pd.DataFrame, list[BadItemError]]:
             if not path.is_file():
                 bad.append(BadItemError(Path(rec["file"]).stem, str(path), "image named in labels.csv is missing"))
                 continue
+            label = parse_label(rec["label"])
             rows.append({**{k: rec.get(k, "") for k in ("patient_id", "sex", "age", "view")},
-                         "id": path.stem, "image_path": str(path.resolve()),
-                         "label": parse_label(rec["label"])})
+                         "id": path.stem, "image_path": str(path.resolve()), "label": label,
+                         "rle": EMPTY_MASK if label == 0 else ""})
     else:
         for sub in sorted(d for d in root.iterdir() if d.is_dir()):
             label = parse_label(sub.name)
             for path in sorted(p for p in sub.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
-                rows.append({"id": path.stem, "image_path": str(path.resolve()), "label": label})
+                rows.append({"id": path.stem, "image_path": str(path.resolve()), "label": label,
+                             "rle": EMPTY_MASK if label == 0 else ""})
     return _frame(rows), bad
 
 

@@ -6,6 +6,8 @@ import os
 import shutil
 from pathlib import Path
 
+import pandas as pd
+
 from ..config import Config
 from ..distributed import DistInfo, barrier
 from ..errors import BadItemError, PneumoscopeError
@@ -34,6 +36,23 @@ def synthetic_root(cfg: Config) -> Path:
     return root
 
 
+def index_sources(roots: list[Path], layout: str = "auto", skip_bad: bool = False) -> tuple[pd.DataFrame, list[BadItemError]]:
+    """One index over several dataset folders, each with its own layout (``layout`` names the
+    first one's; the others are detected). A ``source`` column says where each image came from."""
+    frames, bad = [], []
+    for i, root in enumerate(roots):
+        df, b = index_dataset(root, layout if i == 0 else "auto", skip_bad)
+        frames.append(df.assign(source=root.name or str(root)))
+        bad += b
+    index = pd.concat(frames, ignore_index=True)
+    dup = index["id"].duplicated()
+    if dup.any():
+        raise PneumoscopeError(f"image id {index.loc[dup, 'id'].iloc[0]!r} appears in two of the dataset folders "
+                               f"({', '.join(map(str, roots))}); ids must be unique across them")
+    index.attrs["layout"] = "+".join(f.attrs.get("layout", "?") for f in frames)
+    return index, bad
+
+
 def prepare_data(cfg: Config, info: DistInfo | None = None) -> tuple[Cache, list[BadItemError]]:
     """Index and cache the configured dataset (rank 0 builds, the others wait and open).
 
@@ -46,10 +65,14 @@ def prepare_data(cfg: Config, info: DistInfo | None = None) -> tuple[Cache, list
             synthetic_root(cfg)
         barrier(info)
         root = synthetic_root(cfg)
-    index, bad = index_dataset(root, d.layout, d.skip_bad)
+    index, bad = index_sources([root, *map(Path, d.extra_paths)], d.layout, d.skip_bad)
     cache = None
     if info.is_main:
         cache = build_cache(index, d.size, d.cache_dir, d.skip_bad, progress=cfg.train.progress)
+        b = cache.build
+        if b and cfg.train.progress:
+            print(f"cached {len(cache)} images at {d.size} px in {b['seconds']:.1f}s ({b['images_per_second']:.0f} images/s, "
+                  f"{b['workers']} {b['kind']})", flush=True)
     barrier(info)
     if cache is None:
         cache = build_cache(index, d.size, d.cache_dir, d.skip_bad)

@@ -22,6 +22,14 @@ def _take(groups: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFram
     return train_test_split(groups, test_size=n_take, random_state=seed, stratify=stratify)
 
 
+def split_summary(split: pd.DataFrame) -> pd.DataFrame:
+    """How many images of each source and label went to each part (rows: source and label)."""
+    df = split.assign(source=split["source"] if "source" in split else "data",
+                      kind=np.where(split["label"] > 0, "pneumothorax", "normal"))
+    table = df.pivot_table(index=["source", "kind"], columns="split", values="id", aggfunc="count", fill_value=0)
+    return table.reindex(columns=[c for c in SPLITS if c in table.columns]).reset_index()
+
+
 def make_split(index: pd.DataFrame, val_fraction: float, test_fraction: float, seed: int = 0) -> pd.DataFrame:
     """Assign each image to train/val/test; returns ``id, patient_id, label, split``.
 
@@ -30,7 +38,7 @@ def make_split(index: pd.DataFrame, val_fraction: float, test_fraction: float, s
     """
     if val_fraction < 0 or test_fraction < 0 or val_fraction + test_fraction >= 1:
         raise PneumoscopeError("split fractions must be >= 0 and sum to less than 1")
-    df = index[["id", "patient_id", "label"]].copy()
+    df = index[["id", "patient_id", "label", *(["source"] if "source" in index else [])]].copy()
     df["group"] = np.where(df["patient_id"].astype(str) != "", "p:" + df["patient_id"].astype(str), "i:" + df["id"])
     groups = df.groupby("group", sort=True)["label"].max().reset_index()
     split_of: dict[str, str] = {}

@@ -12,7 +12,7 @@ from segmentation_models_pytorch.losses import DiceLoss, FocalLoss
 from torch import nn
 from torch.nn import functional as F
 
-from ..config import LossConfig
+from ..config import LossConfig, loss_weights
 
 
 class CompositeLoss(nn.Module):
@@ -34,7 +34,8 @@ class CompositeLoss(nn.Module):
             "focal": self.focal(logits, mask),
         }
         c = self.cfg
-        total = c.bce * parts["bce"] + c.dice * parts["dice"] + c.focal * parts["focal"]
+        w_bce, w_dice, w_focal = loss_weights(c)
+        total = w_bce * parts["bce"] + w_dice * parts["dice"] + w_focal * parts["focal"]
         if c.cls_weight > 0 and cls_logit is not None and label is not None:
             parts["cls"] = F.binary_cross_entropy_with_logits(cls_logit.float().view(-1), label.float().view(-1))
             total = total + c.cls_weight * parts["cls"]

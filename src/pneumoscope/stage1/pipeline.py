@@ -16,7 +16,7 @@ from ..data.cache import Cache
 from ..data.dataset import SegDataset
 from ..data.layouts import LAYOUTS
 from ..data.prepare import prepare_data
-from ..data.split import make_split
+from ..data.split import make_split, split_summary
 from ..device import resolve_device
 from ..errors import PneumoscopeError
 from ..files import check_writable_folder
@@ -59,9 +59,14 @@ def train_seg(cfg: Config, out: str | Run, resume: bool = False, cache: Cache | 
         if cache is None:
             cache, skipped = prepare_data(cfg, info)
         seg_rows = cache.index["has_mask"].to_numpy()
-        if not seg_rows.any():
-            raise PneumoscopeError(f"{cfg.data.path}: no masks in this dataset; segmentation training needs masks")
-        split_df = run.read_split() if resume_state is not None else None
+        if not (seg_rows & (cache.index["label"].to_numpy() > 0)).any():
+            raise PneumoscopeError(f"{cfg.data.path}: no pneumothorax masks in this data; segmentation training needs them "
+                                   "(a labelled folder's normals only add negatives)")
+        init_state, split_df = None, None
+        if resume_state is not None:
+            split_df = run.read_split()
+        elif cfg.model.init_from:
+            init_state, split_df = _init_from(cfg, cache)
         if split_df is None:
             d = cfg.data
             split_df = make_split(cache.index[seg_rows], d.val_fraction, d.test_fraction, d.split_seed)
@@ -74,18 +79,36 @@ def train_seg(cfg: Config, out: str | Run, resume: bool = False, cache: Cache | 
             run.write_skipped(skipped)
             run.clear_derived()
 
-        state = train_segmentation(cfg, cache, split, split_df, run, info, device, resume_state, first_write)
+        state = train_segmentation(cfg, cache, split, split_df, run, info, device, resume_state, first_write, init_state)
         metrics: dict = {}
         if info.is_main:
             part = "test" if (split == "test").any() else "val"
             metrics = evaluate_rows(run, cache, np.flatnonzero(split == part), device,
                                     search_rows=np.flatnonzero(split == "val"))
             metrics.update(split=part, encoder=cfg.model.encoder, size=cfg.data.size, epochs_run=state.epoch,
-                           best_epoch=state.best_epoch, n_skipped=len(skipped))
+                           best_epoch=state.best_epoch, n_skipped=len(skipped),
+                           split_counts=split_summary(split_df).to_dict("records"))
+            if state.averaged:
+                metrics["averaged"] = state.averaged
             run.write_metrics(metrics)
         return metrics
     finally:
         distributed.cleanup(info)
+
+
+def _init_from(cfg: Config, cache: Cache) -> tuple[dict, pd.DataFrame | None]:
+    """The best weights of ``model.init_from`` (same encoder and head), and its split when it covers
+    this data, so that images it tested on stay out of training."""
+    src = Run(cfg.model.init_from).require()
+    state, saved = src.load_weights()
+    for key in ("encoder", "cls_head"):
+        if saved["model"][key] != getattr(cfg.model, key):
+            raise PneumoscopeError(f"--init-from {src.root}: trained with model.{key}={saved['model'][key]}, "
+                                   f"not {getattr(cfg.model, key)}")
+    split = src.read_split()
+    if split is not None and not split_of_rows(cache, split)[cache.index["has_mask"].to_numpy()].all():
+        split = None  # other data: a new split
+    return state, split
 
 
 def check_training_config(cfg: Config) -> None:

@@ -7,6 +7,7 @@ killed run to the same result as an uninterrupted one. The run folder stores the
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,9 +27,11 @@ from ..data.transforms import augmentation
 from ..distributed import DistInfo, all_reduce_sum, barrier, broadcast_flag
 from ..errors import PneumoscopeError
 from ..runs import Run
+from .averaging import EMA, BestK, recompute_batchnorm
 from .engine import autocast, evaluate, seed_everything, split_output, to_device
 from .losses import CompositeLoss
 from .metrics import SegMetrics
+from .schedule import LRSchedule
 from .unet import build_model
 
 HISTORY_FIELDS = ["epoch", "train_loss", "val_loss", "val_iou", "val_iou_pos", "val_dice_pos", "val_dice_kaggle",
@@ -44,6 +47,7 @@ class TrainState:
     best_epoch: int = 0
     bad_epochs: int = 0
     history: list[dict] = field(default_factory=list)
+    averaged: dict = field(default_factory=dict)  # the best-k average, when one was made
 
 
 def _loader(ds: SegDataset, sampler: EpochSampler, batch_size: int, workers: int, drop_last: bool) -> DataLoader:
@@ -61,15 +65,34 @@ def check_resumable(resume_state: dict, cfg: Config) -> None:
                                    f"resume with the same {key}, or train into another --out")
 
 
+def _positive_fraction(cfg: Config, epoch: int) -> float | None:
+    """This epoch's share of positive images: constant, or falling linearly from start to end."""
+    d, n = cfg.data, cfg.train.epochs
+    if d.positive_fraction is None or d.positive_fraction_end is None:
+        return d.positive_fraction
+    t = (epoch - 1) / max(1, n - 1)
+    return d.positive_fraction + (d.positive_fraction_end - d.positive_fraction) * t
+
+
+def _set_encoder_frozen(model: torch.nn.Module, frozen: bool, trainable: set[str]) -> None:
+    """Freeze or release the encoder (only parameters that train at all: ``trainable`` names)."""
+    for name, p in model.named_parameters():
+        if name.startswith("encoder.") and name in trainable:
+            p.requires_grad_(not frozen)
+
+
 def train_segmentation(cfg: Config, cache: Cache, split: np.ndarray, split_table: pd.DataFrame, run: Run, info: DistInfo,
                        device: torch.device, resume_state: dict | None = None,
-                       on_first_write: Callable[[], None] | None = None) -> TrainState:
+                       on_first_write: Callable[[], None] | None = None, init_state: dict | None = None) -> TrainState:
     """Train a U-Net on the cache rows whose split is ``train``; validate on ``val``.
 
     ``split`` holds one of train/val/test per cache row (``split_table`` is the saved form).
-    ``resume_state``: a resume checkpoint to continue from. Only rank 0 writes files, and not
-    before the first epoch's weights exist: ``on_first_write`` runs just before the first file of
-    this training is written (the caller saves the config and split then).
+    ``resume_state``: a resume checkpoint to continue from; ``init_state``: weights to start from
+    (``model.init_from``). Only rank 0 writes files, and not before the first epoch's weights exist:
+    ``on_first_write`` runs just before the first file of this training is written (the caller
+    saves the config and split then). With ``train.ema_decay`` the moving average is what is
+    validated and saved; with ``train.average_best`` the average of the best epochs replaces the
+    best weights at the end when it validates better.
     """
     tc = cfg.train
     seed_everything(tc.seed, tc.deterministic)
@@ -77,12 +100,22 @@ def train_segmentation(cfg: Config, cache: Cache, split: np.ndarray, split_table
     if len(train_rows) == 0 or len(val_rows) == 0:
         raise PneumoscopeError("training needs at least one train and one val image; check data.val_fraction and the dataset size")
     model = build_model(cfg.model).to(device)
+    if init_state is not None:
+        model.load_state_dict(init_state)
     if tc.channels_last and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     loss_fn = CompositeLoss(cfg.loss)
-    optim = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(optim, mode="min", factor=tc.plateau_factor,
-                                                       patience=tc.plateau_patience)
+    optim = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=tc.lr, weight_decay=tc.weight_decay)
+    train_ds = SegDataset(cache, train_rows, augmentation(cfg.data.hflip) if cfg.data.augment else None, tc.seed)
+    val_ds = SegDataset(cache, val_rows[info.rank :: info.world])
+    train_sampler = EpochSampler(train_ds.labels(), True, tc.seed, cfg.data.positive_fraction, info.rank, info.world)
+    drop_last = len(train_rows) > tc.batch_size * info.world
+    train_dl = _loader(train_ds, train_sampler, tc.batch_size, tc.num_workers, drop_last=drop_last)
+    val_dl = _loader(val_ds, EpochSampler(val_ds.labels(), False), tc.batch_size, tc.num_workers, drop_last=False)
+    sched = LRSchedule(optim, tc, len(train_dl))
+    ema = EMA(model, tc.ema_decay) if tc.ema_decay else None
+    best_k = BestK(tc.average_best) if tc.average_best else None
     state = TrainState()
     if resume_state is not None:
         ck = resume_state
@@ -91,20 +124,28 @@ def train_segmentation(cfg: Config, cache: Cache, split: np.ndarray, split_table
         sched.load_state_dict(ck["scheduler"])
         state = TrainState(**ck["state"])
         torch.set_rng_state(ck["rng"])
-    net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if info.enabled else model
-    train_ds = SegDataset(cache, train_rows, augmentation(cfg.data.hflip) if cfg.data.augment else None, tc.seed)
-    val_ds = SegDataset(cache, val_rows[info.rank :: info.world])
-    train_sampler = EpochSampler(train_ds.labels(), True, tc.seed, cfg.data.positive_fraction, info.rank, info.world)
-    train_dl = _loader(train_ds, train_sampler, tc.batch_size, tc.num_workers, drop_last=len(train_rows) > tc.batch_size * info.world)
-    val_dl = _loader(val_ds, EpochSampler(val_ds.labels(), False), tc.batch_size, tc.num_workers, drop_last=False)
+        if ema is not None and "ema" in ck:
+            ema.load_state_dict(ck["ema"])
+        if best_k is not None and "best_k" in ck:
+            best_k.load_state_dict(ck["best_k"])
+    net = model
+    if info.enabled:
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                      find_unused_parameters=tc.freeze_encoder_epochs > 0)
     use_amp = tc.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
+    judged = ema.model if ema is not None else model  # what is validated and saved
     while state.epoch < tc.epochs and state.bad_epochs < tc.early_stopping_patience:
         epoch = state.epoch + 1
         t0 = time.perf_counter()
         train_sampler.set_epoch(epoch)
+        train_sampler.positive_fraction = _positive_fraction(cfg, epoch)
         train_ds.set_epoch(epoch)
+        frozen = epoch <= tc.freeze_encoder_epochs
+        _set_encoder_frozen(model, frozen, trainable)
         net.train()
+        if frozen:
+            model.encoder.eval()  # a frozen encoder keeps its BatchNorm statistics too
         train_acc = SegMetrics()
         batches = tqdm(train_dl, desc=f"{cfg.model.encoder} epoch {epoch}/{tc.epochs}", leave=False,
                        disable=None if tc.progress and info.is_main else True)
@@ -115,16 +156,24 @@ def train_segmentation(cfg: Config, cache: Cache, split: np.ndarray, split_table
             loss, _ = loss_fn(logits, y, cls_logit, label)
             optim.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
+            if tc.grad_clip:
+                scaler.unscale_(optim)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
             scaler.step(optim)
             scaler.update()
+            sched.step()
+            if ema is not None:
+                ema.update(model)
             loss_value = loss.item()
             train_acc.update(torch.sigmoid(logits.detach().float()) > tc.threshold, y, loss_value)
             batches.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
         train_acc.sums = all_reduce_sum(train_acc.sums, info)
-        val_acc = evaluate(model, val_dl, loss_fn, device, tc.threshold, use_amp, tc.channels_last)
+        val_acc = evaluate(judged, val_dl, loss_fn, device, tc.threshold, use_amp, tc.channels_last)
         val_acc.sums = all_reduce_sum(val_acc.sums, info)
         val = val_acc.compute()
-        sched.step(val["loss"])
+        sched.epoch_end(val["loss"])
+        if best_k is not None:
+            best_k.offer(val["loss"], epoch, judged)
         improved = val["loss"] < state.best_val
         if improved:
             state.best_val, state.best_epoch, state.bad_epochs = val["loss"], epoch, 0
@@ -141,10 +190,13 @@ def train_segmentation(cfg: Config, cache: Cache, split: np.ndarray, split_table
                 on_first_write()
                 on_first_write = None
             if improved:
-                run.save_weights(model.state_dict(), cfg, split_table, state.__dict__)
+                run.save_weights(judged.state_dict(), cfg, split_table, state.__dict__)
+            extra = {"ema": ema.state_dict()} if ema is not None else {}
+            if best_k is not None:
+                extra["best_k"] = best_k.state_dict()
             run.save_resume_state({"model": model.state_dict(), "config": config_mod.to_dict(cfg), "state": state.__dict__,
                                    "optimizer": optim.state_dict(), "scheduler": sched.state_dict(),
-                                   "rng": torch.get_rng_state()})
+                                   "rng": torch.get_rng_state(), **extra})
             run.write_history(HISTORY_FIELDS, state.history)
             if tc.progress:
                 print(f"[{cfg.model.encoder}] epoch {epoch}: train_loss {row['train_loss']:.4f} val_loss {val['loss']:.4f} "
@@ -152,5 +204,31 @@ def train_segmentation(cfg: Config, cache: Cache, split: np.ndarray, split_table
                       flush=True)
         if broadcast_flag(state.bad_epochs >= tc.early_stopping_patience, info):
             break
+    if best_k is not None and len(best_k.items) >= 2:
+        _average_best(cfg, best_k, judged, train_ds, val_dl, loss_fn, device, state, run, split_table, info)
     barrier(info)
     return state
+
+
+def _average_best(cfg: Config, best_k: BestK, like: torch.nn.Module, train_ds: SegDataset, val_dl: DataLoader,
+                  loss_fn: CompositeLoss, device: torch.device, state: TrainState, run: Run, split_table: pd.DataFrame,
+                  info: DistInfo) -> None:
+    """Average the best epochs' weights, recompute BatchNorm on the training images (no augmentation),
+    and keep the average as the best weights when it validates better than the best single epoch."""
+    tc = cfg.train
+    avg = copy.deepcopy(like)
+    epochs = best_k.average_into(avg)
+    plain = SegDataset(train_ds.cache, train_ds.rows)
+    recompute_batchnorm(avg, (b["image"] for b in DataLoader(plain, batch_size=tc.batch_size)), device)
+    acc = evaluate(avg, val_dl, loss_fn, device, tc.threshold)
+    acc.sums = all_reduce_sum(acc.sums, info)
+    val = acc.compute()
+    kept = bool(val["loss"] < state.best_val)
+    state.averaged = {"epochs": sorted(epochs), "val_loss": val["loss"], "val_dice_pos": val["dice_pos"], "kept": kept}
+    if kept:
+        state.best_val = val["loss"]
+        if info.is_main:
+            run.save_weights(avg.state_dict(), cfg, split_table, state.__dict__)
+    if info.is_main and tc.progress:
+        print(f"[{cfg.model.encoder}] average of epochs {sorted(epochs)}: val_loss {val['loss']:.4f} "
+              f"val_dice_pos {val['dice_pos']:.4f} ({'kept' if kept else 'not better; the best epoch kept'})", flush=True)

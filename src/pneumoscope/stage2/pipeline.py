@@ -56,9 +56,18 @@ def classification_sets(cfg: Config, run: Run, cache: Cache | None = None) -> tu
         if cache is None:
             cache, _ = prepare_data(cfg)
         part = split_of_rows(cache, run.read_split())
+        fit, test = np.flatnonzero(part == "val"), np.flatnonzero(part == "test")
         note = ("Classifier fitted on the stage-1 validation images and evaluated on the stage-1 test images; "
                 "the segmentation model never trained on either (validation only chose its best epoch).")
-        return cache, np.flatnonzero(part == "val"), np.flatnonzero(part == "test"), note
+        unmasked = cache.index[(part == "") & (cache.index["label"].to_numpy() >= 0)]  # labelled, no mask: not in stage 1
+        if len(unmasked) >= 2:
+            parts = make_split(unmasked, 0.0, s2.test_fraction, s2.seed)
+            rows = unmasked.index.to_numpy()
+            fit = np.concatenate([fit, rows[(parts.split == "train").to_numpy()]])
+            test = np.concatenate([test, rows[(parts.split == "test").to_numpy()]])
+            note += (f" {len(unmasked)} labelled images without a mask (never seen by stage 1) were added, "
+                     f"{int((parts.split == 'test').sum())} of them to the evaluation set.")
+        return cache, fit, test, note
     dcfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=s2.data, layout=s2.layout))
     cache, _ = prepare_data(dcfg)
     seen = run.training_ids()
