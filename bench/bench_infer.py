@@ -1,20 +1,24 @@
-"""Inference benchmark: ms per 512x512 image for the ResNet34 U-Net on every backend and precision.
+"""Inference at the machine's limit: every backend's speed and agreement, and `predict` end to end
+against a plain hand-written script, on this machine. Prints tables (and the CPU it ran on).
 
-    .venv/bin/python bench/bench_infer.py [--run RUN] [--images 8] [--repeats 5]
+    .venv/bin/python bench/bench_infer.py [--run RUN] [--files 48] [--repeats 5]
+    .venv/bin/python bench/bench_infer.py --cache-files 1080        # the training data path only
 
-Without ``--run`` it first trains a small ResNet34 U-Net on phantoms (128 px, a few CPU
-minutes) so that masks are meaningful, then evaluates those weights at 512 px (the U-Net is
-fully convolutional). Each backend runs in its own process so that peak memory (max RSS) is
-its own. Prints one table: ms/image (median of repeats), ratio to eager float32, mask Dice
-against eager float32 (minimum over images), peak RSS, GFLOP/s achieved (61.7 GFLOP per
-image, counted by torch.utils.flop_counter); then data loading (1024 px PNG vs cache) and
-`predict` end to end on a folder of 1024 px PNGs.
+Model: a ResNet34 U-Net at 512 px (the issue's case). Without ``--run`` the bench trains one briefly on
+phantoms at 128 px and saves the weights as a 512 px run (the U-Net is fully convolutional).
+Backends run in their own processes (peak memory is their own), batch 8 (predict's default), median
+of ``--repeats``; agreement is the minimum mask Dice against eager float32 over the images.
+End to end: `pneumoscope predict` on ``--files`` real 1024 px radiographs (the shared SIIM and NIH
+samples; phantoms written at 1024 px when absent), a first call on a fresh copy of the run (export,
+backend choice) and a second call, against a 25-line PIL + eager PyTorch script on the same files.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import resource
 import shutil
 import subprocess
@@ -26,17 +30,83 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-GFLOP_512 = 61.69  # FlopCounterMode on smp.Unet("resnet34"), one 1x1x512x512 image
-VARIANTS = ["torch-fp32-eager", "torch-fp32-cl", "torch-bf16-cl", "torch-fp32-cl-compiled", "torch-bf16-cl-compiled", "onnx-fp32"]
+SHARED = ROOT.parent / "shared" / "data"
+SIZE = 512
+BATCH = 8
+BACKENDS = ["torch-fp32-eager", "torch-fp32-cl", "torch-bf16-cl", "onnx-fp32", "onnx-fp32-seq", "onnx-int8", "openvino-fp32"]
 
 
-def _inputs(n: int, size: int = 512) -> np.ndarray:
+# -- the machine ------------------------------------------------------------------------------
+def cpu_info() -> dict:
+    """Flags that matter, cores, clock and an estimate of the peak float32 GFLOP/s."""
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    flags = set(re.search(r"^flags\s*:(.*)$", text, re.M).group(1).split()) if "flags" in text else set()
+    model = (re.search(r"^model name\s*:(.*)$", text, re.M) or [None, "?"])[1].strip() if text else "?"
+    mhz = [float(m) for m in re.findall(r"^cpu MHz\s*:\s*([\d.]+)", text, re.M)]
+    max_khz = Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")
+    ghz = int(max_khz.read_text()) / 1e6 if max_khz.exists() else (max(mhz) / 1000 if mhz else 0.0)
+    cores = len(os.sched_getaffinity(0))
+    width = 16 if "avx512f" in flags else 8 if "avx2" in flags else 4  # float32 lanes per FMA
+    peak = cores * 2 * width * 2 * ghz  # 2 FMA units a core, 2 flops an FMA
+    wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_tile", "amx_bf16")
+    return {"model": model, "cores": cores, "ghz": round(ghz, 2), "flags": [f for f in wanted if f in flags],
+            "peak_gflops": round(peak)}
+
+
+# -- the model ----------------------------------------------------------------------------------
+def make_run(work: Path) -> Path:
+    """A ResNet34 U-Net trained briefly on phantoms at 128 px, saved as a 512 px run."""
+    import dataclasses
+
+    import pandas as pd
+
+    from pneumoscope import config
+    from pneumoscope.runs import Run
+    from pneumoscope.stage1.pipeline import train_seg
+    from pneumoscope.stage1.unet import load_model
+
+    small = work / "r34-128"
+    cfg = config.load("demo", ["model.encoder=resnet34", "data.synth_n=400", "train.epochs=4", "train.progress=false",
+                               f"data.cache_dir={work / 'cache'}"])
+    train_seg(cfg, small)
+    model, trained = load_model(Run(small))
+    run = Run(work / "r34-512")
+    run.create()
+    big = dataclasses.replace(trained, data=dataclasses.replace(trained.data, size=SIZE))
+    split = Run(small).read_split() if Run(small).read_split() is not None else pd.DataFrame()
+    run.write_split(split)
+    run.write_config(big)
+    run.save_weights(model.state_dict(), big, split, {"epoch": 4})
+    return run.root
+
+
+def flops_per_image(run: Path) -> float:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from pneumoscope.runs import Run
+    from pneumoscope.stage1.unet import load_model
+
+    model, _ = load_model(Run(run))
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        model(torch.zeros(1, 1, SIZE, SIZE))
+    return fc.get_total_flops() / 1e9
+
+
+def inputs(n: int = BATCH):
     from pneumoscope.inference.export import sample_inputs
 
-    return sample_inputs(size, n, seed=2024)
+    return sample_inputs(SIZE, n, seed=2024)
 
 
-def _backend(name: str, run: Path):
+def calibration_images(n: int = 16):
+    """Calibration set for int8: phantoms at the model size (stand-ins for the run's validation images)."""
+    from pneumoscope.inference.export import sample_inputs
+
+    return sample_inputs(SIZE, n, seed=99)
+
+
+def backend(name: str, run: Path):
     import torch
 
     from pneumoscope.inference.backends import OnnxBackend, TorchBackend, bf16_supported
@@ -44,24 +114,64 @@ def _backend(name: str, run: Path):
     from pneumoscope.stage1.unet import load_model
 
     folder = Run(run)
-    if name == "onnx-fp32":
-        if not folder.onnx_path.is_file():
+    if name.startswith("onnx") or name.startswith("openvino"):
+        onnx = folder.current_onnx()
+        if onnx is None:
             from pneumoscope.inference.export import export_onnx
-            export_onnx(folder)
-        return OnnxBackend(folder.onnx_path)
+
+            onnx, _ = export_onnx(folder)
+        if name == "onnx-fp32":
+            return OnnxBackend(onnx)
+        if name == "onnx-fp32-seq":  # one thread: the floor when the cores are busy elsewhere
+            return OnnxBackend(onnx, threads=1)
+        if name == "onnx-int8":
+            return OnnxBackend(quantize(onnx, run))
+        return openvino_backend(onnx)
     model, _ = load_model(folder, torch.device("cpu"))
-    precision = "bf16" if "bf16" in name else "fp32"
-    if precision == "bf16" and not bf16_supported(torch.device("cpu")):
-        raise SystemExit(json.dumps({"error": "no bf16 on this CPU"}))
-    return TorchBackend(model, torch.device("cpu"), precision, channels_last="-cl" in name, compile="compiled" in name)
+    if "bf16" in name and not bf16_supported(torch.device("cpu")):
+        raise SystemExit(json.dumps({"error": "no native bf16 on this CPU"}))
+    return TorchBackend(model, torch.device("cpu"), "bf16" if "bf16" in name else "fp32", channels_last="-cl" in name)
 
 
-def worker(name: str, run: Path, n: int, repeats: int, ref: Path) -> None:
-    """Time one backend (in its own process) and print a JSON line."""
+def quantize(onnx: Path, run: Path) -> Path:
+    """ONNX Runtime static int8 (QDQ, per-channel weights), calibrated on 16 images."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter([{"image": x[None]} for x in calibration_images()])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    out = run / "model-int8.onnx"
+    if not out.is_file():
+        quantize_static(str(onnx), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    return out
+
+
+def openvino_backend(onnx: Path):
+    import openvino as ov
+
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(str(onnx)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    request = compiled.create_infer_request()
+
+    def run(x):
+        out = request.infer({0: x})
+        return np.asarray(out[compiled.outputs[0]])[:, 0], None
+
+    run.name = "openvino-fp32"
+    return run
+
+
+def worker(name: str, run: Path, repeats: int, ref: Path) -> None:
+    """Time one backend in this process; print a JSON line."""
     from pneumoscope.stage1.metrics import per_image_dice
 
-    x = _inputs(n)
-    b = _backend(name, run)
+    x = inputs()
+    b = backend(name, run)
     prob, _ = b(x)  # warm-up (and compilation)
     times = []
     for _ in range(repeats):
@@ -72,96 +182,159 @@ def worker(name: str, run: Path, n: int, repeats: int, ref: Path) -> None:
     if name == "torch-fp32-eager":
         np.save(ref, masks)
     dice = float(per_image_dice(masks, np.load(ref)).min())
-    ms = float(np.median(times)) * 1000 / n
-    print(json.dumps({"backend": name, "ms": ms, "dice": dice, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "positive_px": int(masks.sum())}))
+    print(json.dumps({"backend": name, "ms": float(np.median(times)) * 1000 / len(x), "dice": dice,
+                      "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
-def quick_run(workdir: Path) -> Path:
-    """Train a small ResNet34 U-Net on phantoms, then mark it for 512 px inference."""
-    import yaml
+# -- end to end -----------------------------------------------------------------------------
+def real_files(work: Path, n: int) -> Path:
+    """``n`` real 1024 px radiographs in one folder (SIIM then NIH), or phantoms at 1024 px."""
+    folder = work / "files"
+    folder.mkdir(exist_ok=True)
+    found = sorted((SHARED / "siim-sample" / "png_images").glob("*.png")) + sorted((SHARED / "nih-sample" / "images").glob("*.png"))
+    if len(found) >= n:
+        for f in found[:n]:
+            shutil.copy(f, folder / f.name)
+    else:
+        from pneumoscope.data.synth import generate
 
-    from pneumoscope import config
-    from pneumoscope.stage1.pipeline import train_seg
-
-    run = workdir / "r34"
-    cfg = config.load("demo", ["model.encoder=resnet34", "data.synth_n=400", "train.epochs=4", "train.progress=false"])
-    train_seg(cfg, run)
-    c = yaml.safe_load((run / "config.yaml").read_text())
-    c["data"]["size"] = 512  # same weights, evaluated at 512 px
-    (run / "config.yaml").write_text(yaml.safe_dump(c))
-    import torch
-    for name in ("best.pt", "last.pt"):
-        ck = torch.load(run / name, map_location="cpu", weights_only=False)
-        ck["config"]["data"]["size"] = 512
-        torch.save(ck, run / name)
-    return run
+        generate(work / "ph", n, 1024, seed=5)
+        for f in sorted((work / "ph" / "png_images").glob("*.png")):
+            shutil.copy(f, folder / f.name)
+    return folder
 
 
-def loading(workdir: Path, run: Path, n: int = 48) -> list[tuple[str, float]]:
-    """Images/s: decoding 1024 px PNGs to the model input, reading the cache, predict end to end."""
+PLAIN = r'''
+import sys, numpy as np, torch
+from pathlib import Path
+from PIL import Image
+from pneumoscope.runs import Run
+from pneumoscope.stage1.unet import load_model
+model, cfg = load_model(Run(sys.argv[1]))
+out = Path(sys.argv[3]); out.mkdir(exist_ok=True)
+files = sorted(Path(sys.argv[2]).glob("*.png"))
+for i in range(0, len(files), 8):
+    chunk = files[i:i + 8]
+    imgs = [Image.open(f).convert("L") for f in chunk]
+    x = np.stack([np.asarray(im.resize((512, 512), Image.BILINEAR), np.float32) for im in imgs])
+    x = (x - x.mean((1, 2), keepdims=True)) / x.std((1, 2), keepdims=True)
+    with torch.inference_mode():
+        prob = torch.sigmoid(model(torch.from_numpy(x[:, None]))).numpy()[:, 0]
+    for f, im, p in zip(chunk, imgs, prob):
+        m = Image.fromarray(((p > 0.5) * 255).astype(np.uint8)).resize(im.size, Image.NEAREST)
+        m.save(out / f.name)
+'''
+
+
+def timed(cmd: list[str]) -> tuple[float, str]:
+    t = time.perf_counter()
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode:
+        raise SystemExit(f"{' '.join(cmd[:4])} failed: {p.stderr[-800:]}")
+    return time.perf_counter() - t, p.stdout + p.stderr
+
+
+def end_to_end(run: Path, files: Path, work: Path, n: int) -> dict:
+    fresh = work / "fresh-run"
+    shutil.copytree(run, fresh)
+    for derived in ("model.onnx", "export.json", "backend.json", "model-int8.onnx"):
+        (fresh / derived).unlink(missing_ok=True)
+    cli = [sys.executable, "-m", "pneumoscope", "predict", "--run", str(fresh), str(files)]
+    first, _ = timed([*cli, "--out", str(work / "p1")])
+    again, text = timed([*cli, "--out", str(work / "p2")])
+    chosen = re.findall(r"backend (\S+)", text)
+    script = work / "plain.py"
+    script.write_text(PLAIN)
+    plain, _ = timed([sys.executable, str(script), str(run), str(files), str(work / "plain")])
+    return {"first_ms": first * 1000 / n, "again_ms": again * 1000 / n, "plain_ms": plain * 1000 / n,
+            "backend": chosen[-1].rstrip(":") if chosen else "?"}
+
+
+# -- the training data path -----------------------------------------------------------------------
+def cache_speed(work: Path, n: int) -> list[tuple[str, float]]:
+    """Images/s building the 512 px cache of ``n`` 1024 px files, threads of 1 worker vs processes on every core."""
+    import pandas as pd
+
     from pneumoscope.data.cache import build_cache
-    from pneumoscope.data.io import read_image
     from pneumoscope.data.layouts import index_dataset
-    from pneumoscope.data.synth import generate
-    from pneumoscope.data.transforms import resize_image, standardize
-    from pneumoscope.inference.batch import predict_files
-    from pneumoscope.inference.options import PredictOptions
 
-    data = workdir / "png1024"
-    generate(data, n, 1024, seed=5)  # phantoms written as 1024 px PNGs
-    files = sorted((data / "png_images").glob("*.png"))
-    t = time.perf_counter()
-    for f in files:
-        standardize(resize_image(read_image(f)[0], 512))
-    png = n / (time.perf_counter() - t)
-    cache = build_cache(index_dataset(data)[0], 512, workdir / "cache")
-    t = time.perf_counter()
-    for i in range(len(cache)):
-        standardize(np.asarray(cache.images[i]))
-    cached = n / (time.perf_counter() - t)
-    opts = PredictOptions(batch_size=8, resume=False)
-    first = predict_files(run, [data / "png_images"], workdir / "pred", opts)  # measures and picks the backend
-    again = predict_files(run, [data / "png_images"], workdir / "pred", opts)  # remembered backend, re-verified
-    backend = again["notes"][-1].split(" (")[0].split(":")[0]
-    return [("decode 1024 px PNG -> 512 input", png), ("read 512 px cache -> input", cached),
-            ("predict end to end, first call (times every backend)", first["images_per_second"]),
-            (f"predict end to end, next calls ({backend})", again["images_per_second"])]
+    src = sorted((SHARED / "siim-sample" / "png_images").glob("*.png")) + sorted((SHARED / "nih-sample" / "images").glob("*.png"))
+    if not src:
+        from pneumoscope.data.synth import generate
+
+        generate(work / "ph", 60, 1024, seed=6)
+        src = sorted((work / "ph" / "png_images").glob("*.png"))
+    root = work / "cache-data"
+    (root / "png_images").mkdir(parents=True, exist_ok=True)
+    names = []
+    for i in range(n):
+        name = f"{i:05d}.png"
+        os.link(src[i % len(src)], root / "png_images" / name) if not (root / "png_images" / name).exists() else None
+        names.append(name)
+    pd.DataFrame({"new_filename": names, "ImageId": [Path(x).stem for x in names], "has_pneumo": 0}).to_csv(root / "train.csv",
+                                                                                                     index=False)
+    index, _ = index_dataset(root)
+    rows = []
+    for workers, label in ((1, "1 thread"), (os.cpu_count() or 2, f"{os.cpu_count()} processes")):
+        c = build_cache(index, SIZE, work / f"cache-{workers}", workers=workers)
+        rows.append((f"build the {SIZE} px cache of {n} 1024 px PNGs, {label}", c.build["images_per_second"]))
+    return rows
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", type=Path)
-    ap.add_argument("--images", type=int, default=8)
+    ap.add_argument("--files", type=int, default=48)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--backends", nargs="*", default=BACKENDS)
+    ap.add_argument("--cache-files", type=int, default=0, help="also (or only, without a model) measure the cache build")
     ap.add_argument("--worker")
     ap.add_argument("--ref", type=Path)
     args = ap.parse_args()
     if args.worker:
-        return worker(args.worker, args.run, args.images, args.repeats, args.ref)
-    workdir = Path(tempfile.mkdtemp(prefix="pneumoscope-bench-"))
-    run = args.run or quick_run(workdir)
-    ref = workdir / "ref.npy"
+        return worker(args.worker, args.run, args.repeats, args.ref)
+    work = Path(tempfile.mkdtemp(prefix="pneumoscope-bench-infer-"))
+    cpu = cpu_info()
+    print(f"CPU: {cpu['model']}; {cpu['cores']} cores at {cpu['ghz']} GHz; flags: {' '.join(cpu['flags'])}; "
+          f"peak float32 estimate {cpu['peak_gflops']} GFLOP/s (cores x 2 FMA x width x 2 x clock)")
+    if args.cache_files:
+        for what, ips in cache_speed(work, args.cache_files):
+            print(f"  {what:<70}{ips:>8.1f} images/s")
+        if not args.backends:
+            return
+    run = args.run or make_run(work)
+    gflop = flops_per_image(run)
+    ref = work / "ref.npy"
     rows = []
-    for name in VARIANTS:
-        p = subprocess.run([sys.executable, __file__, "--worker", name, "--run", str(run), "--images", str(args.images),
-                            "--repeats", str(args.repeats), "--ref", str(ref)], capture_output=True, text=True)
+    for name in ["torch-fp32-eager", *[b for b in args.backends if b != "torch-fp32-eager"]]:
+        p = subprocess.run([sys.executable, __file__, "--worker", name, "--run", str(run), "--repeats", str(args.repeats),
+                            "--ref", str(ref)], capture_output=True, text=True)
         line = (p.stdout.strip().splitlines() or ["{}"])[-1]
-        res = json.loads(line) if line.startswith("{") else {"error": (p.stderr.strip().splitlines() or ["failed"])[-1][:80]}
+        res = json.loads(line) if line.startswith("{") else {"error": (p.stderr.strip().splitlines() or ["failed"])[-1][:100]}
         rows.append({"backend": name, **res})
     base = rows[0]["ms"]
-    print(f"\nResNet34 U-Net, 512x512, batch {args.images}, median of {args.repeats}, {GFLOP_512} GFLOP/image")
-    print(f"{'backend':<26}{'ms/img':>9}{'x eager':>9}{'min Dice':>10}{'peak MB':>9}{'GFLOP/s':>9}")
+    print(f"\nResNet34 U-Net at {SIZE}x{SIZE}, batch {BATCH}, median of {args.repeats}; {gflop:.1f} GFLOP per image")
+    print("| backend | ms/img | x eager | min mask Dice vs fp32 | peak RSS MB | GFLOP/s | % of peak |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         if "error" in r:
-            print(f"{r['backend']:<26}  unavailable: {r['error']}")
+            print(f"| {r['backend']} | unavailable: {r['error']} | | | | | |")
             continue
-        print(f"{r['backend']:<26}{r['ms']:>9.1f}{base / r['ms']:>9.2f}{r['dice']:>10.4f}{r['rss_mb']:>9.0f}"
-              f"{GFLOP_512 / (r['ms'] / 1000):>9.0f}")
-    print("\nthroughput (images/s)")
-    for what, ips in loading(workdir, run):
-        print(f"  {what:<58}{ips:>8.2f}")
-    shutil.rmtree(workdir, ignore_errors=True)
+        gps = gflop / (r["ms"] / 1000)
+        print(f"| {r['backend']} | {r['ms']:.1f} | {base / r['ms']:.2f} | {r['dice']:.4f} | {r['rss_mb']:.0f} | {gps:.0f} | "
+              f"{100 * gps / max(cpu['peak_gflops'], 1):.0f} % |")
+    files = real_files(work, args.files)
+    e2e = end_to_end(run, files, work, args.files)
+    model_ms = next((r["ms"] for r in rows if r["backend"].replace("-eager", "") == e2e["backend"] and "ms" in r), float("nan"))
+    print(f"\n`pneumoscope predict` on {args.files} real 1024 px PNGs (mask + 512 px overlay per image, CSV):")
+    print("| | ms/image | vs the chosen backend's model time |")
+    print("|---|---|---|")
+    print(f"| first call on a new run (export, backend choice) | {e2e['first_ms']:.0f} | {e2e['first_ms'] / model_ms:.2f}x |")
+    print(f"| next calls (backend {e2e['backend']}, remembered) | {e2e['again_ms']:.0f} | {e2e['again_ms'] / model_ms:.2f}x |")
+    print(f"| plain PIL + eager PyTorch script, same files | {e2e['plain_ms']:.0f} | {e2e['plain_ms'] / model_ms:.2f}x |")
+    print(f"first-call overhead: {(e2e['first_ms'] - e2e['again_ms']) * args.files / 1000:.1f} s; "
+          f"speed-up over the plain script: {e2e['plain_ms'] / e2e['again_ms']:.2f}x")
+    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

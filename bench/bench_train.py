@@ -78,7 +78,7 @@ def table(rows: list[dict]) -> str:
              "| variant | runs | mean dice_pos | min dice_pos | mean dice_kaggle | min dice_kaggle | largest val drop after epoch 3 | s/run |",
              "|---|---|---|---|---|---|---|---|"]
     for name, r in out.iterrows():
-        lines.append(f"| {name} | {r['runs']} | {r['mean dice_pos']:.3f} | {r['min dice_pos']:.3f} | {r['mean dice_kaggle']:.3f} | "
+        lines.append(f"| {name} | {int(r['runs'])} | {r['mean dice_pos']:.3f} | {r['min dice_pos']:.3f} | {r['mean dice_kaggle']:.3f} | "
                      f"{r['min dice_kaggle']:.3f} | {r['largest val drop after epoch 3']:.3f} | {r['s/run']:.0f} |")
     return "\n".join(lines)
 

@@ -91,9 +91,10 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
     opts = PredictOptions(backend=args.backend, precision=args.precision, compile=args.compile, tta=args.tta,
                           postprocess=not args.no_postprocess, batch_size=args.batch_size, workers=args.workers,
+                          overlay_size=args.overlay_size,
                           gradcam=args.gradcam, submission=args.submission, skip_bad=args.skip_bad, device=args.device,
                           resume=not args.no_resume)
-    r = predict_files(args.run, args.inputs, args.out, opts)
+    r = predict_files(args.run, args.inputs, args.out, opts, say=lambda line: print(line, flush=True))
     for note in r["notes"]:
         print(note)
     print(f"predicted {r['predicted']} images ({r['images_per_second']:.2f} img/s)"
@@ -261,7 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--gradcam", action="store_true", help="also write Grad-CAM heatmaps (a visual aid)")
     s.add_argument("--submission", help="write a SIIM submission CSV (ImageId,EncodedPixels)")
     s.add_argument("--batch-size", type=int, default=8)
-    s.add_argument("--workers", type=int, default=2, help="decoding threads")
+    s.add_argument("--workers", type=int, help="decoding threads (default: one per two cores)")
+    s.add_argument("--overlay-size", type=int, default=512, metavar="PX",
+                   help="long side of the overlay pictures (default 512; 0: no overlays; masks are always full size)")
     s.add_argument("--device", default="auto")
     s.add_argument("--no-resume", action="store_true", help="start over instead of skipping files already predicted")
     s.add_argument("--skip-bad", action="store_true", help="skip unreadable files and list them in OUT/skipped.csv")

@@ -8,8 +8,8 @@ uninterrupted one.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
-import albumentations as A
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
@@ -21,7 +21,7 @@ from .transforms import standardize
 class SegDataset(Dataset):
     """Items of a cache as dicts: ``image`` (1,S,S) float, ``mask`` (1,S,S), ``label``, ``id``."""
 
-    def __init__(self, cache: Cache, rows: Sequence[int], augment: A.Compose | None = None, seed: int = 0) -> None:
+    def __init__(self, cache: Cache, rows: Sequence[int], augment: Any = None, seed: int = 0) -> None:
         self.cache = cache
         self.rows = np.asarray(rows, dtype=np.int64)
         self.augment = augment

@@ -12,7 +12,8 @@ parity inputs and the stage-2 feature extractor all go through these functions.
 
 from __future__ import annotations
 
-import albumentations as A
+from typing import Any
+
 import cv2
 import numpy as np
 
@@ -55,8 +56,11 @@ def model_input(images_u8: np.ndarray) -> np.ndarray:
     return np.stack([standardize(im)[None] for im in images_u8]).astype(np.float32, copy=False)
 
 
-def augmentation(hflip: bool = False) -> A.Compose:
-    """Taug: training-time augmentation applied jointly to image and mask (uint8 in, uint8 out)."""
+def augmentation(hflip: bool = False) -> Any:
+    """Taug: training-time augmentation applied jointly to image and mask (uint8 in, uint8 out):
+    an albumentations ``Compose`` (imported here: prediction never needs it)."""
+    import albumentations as A
+
     ops: list = [
         A.Affine(scale=(0.92, 1.08), translate_percent=(-0.05, 0.05), rotate=(-8, 8),
                  border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0, p=0.8),

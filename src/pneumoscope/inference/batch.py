@@ -17,6 +17,7 @@ whole or dropped when cut short, and the submission is rebuilt from the rows and
 from __future__ import annotations
 
 import csv
+import os
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -42,10 +43,10 @@ SKIPPED_FIELDS = ["file", "reason"]
 class PredictionFolder:
     """The output folder of ``predict``: what is done, picture names, rows, skipped files."""
 
-    def __init__(self, root: str | Path, gradcam: bool = False) -> None:
+    def __init__(self, root: str | Path, gradcam: bool = False, overlays: bool = True) -> None:
         self.root = Path(root)
         check_writable_folder(self.root)
-        for sub in ("masks", "overlays") + (("gradcam",) if gradcam else ()):
+        for sub in ("masks",) + (("overlays",) if overlays else ()) + (("gradcam",) if gradcam else ()):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self.csv = self.root / "predictions.csv"
         self.skipped_csv = self.root / "skipped.csv"
@@ -81,10 +82,13 @@ class PredictionFolder:
             self._taken.add(name)
         return self._names[path]
 
-    def write_pictures(self, name: str, image: np.ndarray, mask: np.ndarray, heat: np.ndarray | None) -> None:
-        """Mask and overlay (and Grad-CAM) of one image, each written atomically."""
-        atomic_write(self.root / "masks" / f"{name}.png", encode_png(mask.astype(np.uint8) * 255))
-        atomic_write(self.root / "overlays" / f"{name}.png", encode_png(overlay(image, mask)))
+    def write_pictures(self, name: str, image: np.ndarray, mask: np.ndarray, heat: np.ndarray | None,
+                       overlay_size: int = 512) -> None:
+        """Mask (full size) and overlay (long side ``overlay_size``; 0: none) and Grad-CAM of one image,
+        each written atomically. PNG at zlib level 1: as small as level 3 for masks, much faster for pictures."""
+        atomic_write(self.root / "masks" / f"{name}.png", encode_png(mask.astype(np.uint8) * 255, 1))
+        if overlay_size:
+            atomic_write(self.root / "overlays" / f"{name}.png", encode_png(overlay(image, mask, max_side=overlay_size), 1))
         if heat is not None:
             from .gradcam import heatmap_overlay
 
@@ -145,8 +149,11 @@ def stream(files: list[Path], batch_size: int, workers: int) -> Iterator[list[tu
             pending = ahead
 
 
-def predict_files(run: str | Path, inputs: list[str | Path], out: str | Path, opts: PredictOptions = PredictOptions()) -> dict:
-    """Predict every image under ``inputs`` into ``out``; returns counts, throughput and backend notes."""
+def predict_files(run: str | Path, inputs: list[str | Path], out: str | Path, opts: PredictOptions = PredictOptions(),
+                  say=None) -> dict:
+    """Predict every image under ``inputs`` into ``out``; returns counts, throughput and backend notes.
+
+    ``say`` reports the slow steps of a first call (export, backend checks) as they start."""
     opts.check()
     sub_path = Path(opts.submission) if opts.submission else None
     if sub_path is not None and sub_path.is_dir():
@@ -154,7 +161,7 @@ def predict_files(run: str | Path, inputs: list[str | Path], out: str | Path, op
     files = list(dict.fromkeys(f.resolve() for f in list_images(list(inputs))))  # one entry per file, however named
     if not files:
         raise PneumoscopeError("no image files found in the inputs")
-    folder = PredictionFolder(out, opts.gradcam)
+    folder = PredictionFolder(out, opts.gradcam, opts.overlay_size > 0)
     if not opts.resume:
         folder.csv.unlink(missing_ok=True)
         folder.skipped_csv.unlink(missing_ok=True)
@@ -163,27 +170,18 @@ def predict_files(run: str | Path, inputs: list[str | Path], out: str | Path, op
         folder.name_for(r["file"])
     done = {r["file"] for r in earlier}
     todo = [f for f in files if str(f) not in done]
-    pred = Predictor(run, opts) if todo else None
+    pred = Predictor(run, opts, say) if todo else None
     fields = list(earlier[0]) if pred is None else CSV_FIELDS + (STAGE2_FIELDS if pred.stage2 is not None else [])
     if earlier and list(earlier[0]) != fields:
         raise PneumoscopeError(f"{folder.csv}: written with other columns (another run?); use another --out or --no-resume")
     bar = tqdm(total=len(todo), desc="predict", unit="img", disable=None)
     t0, n_done, skipped = time.perf_counter(), 0, []
-    for batch in stream(todo, opts.batch_size, opts.workers):
-        bad = [{"file": str(f), "reason": err} for f, img, _, err in batch if img is None]
-        if bad and not opts.skip_bad:
-            raise PneumoscopeError(bad[0]["reason"])
-        skipped += bad
-        good = [(f, img, meta) for f, img, meta, _ in batch if img is not None]
-        bar.update(len(batch))
-        if not good:
-            continue
-        images = [g[1] for g in good]
-        results = pred.predict_batch(images, [g[2] for g in good])
-        heats = pred.gradcam(images) if opts.gradcam else [None] * len(good)
+    workers = opts.workers or max(1, (os.cpu_count() or 2) // 2)
+
+    def write(good: list, results: list, heats: list) -> None:  # on the writer thread, batch after batch
         rows = []
         for (f, img, _), res, heat in zip(good, results, heats):
-            folder.write_pictures(folder.name_for(str(f)), img, res.mask, heat)
+            folder.write_pictures(folder.name_for(str(f)), img, res.mask, heat, opts.overlay_size)
             row = {"file": str(f), "width": img.shape[1], "height": img.shape[0], "mask_area_px": res.mask_area_px,
                    "max_prob": round(res.max_prob, 6)}
             if res.p_pneumothorax is not None:
@@ -191,8 +189,29 @@ def predict_files(run: str | Path, inputs: list[str | Path], out: str | Path, op
                 row["decision"] = res.decision
             rows.append(row)
         folder.append(fields, rows)  # after the pictures: a row means its mask is on disk
-        n_done += len(good)
-        bar.set_postfix(img_per_s=f"{n_done / (time.perf_counter() - t0):.2f}")
+
+    # decode ahead (reader threads), predict (here), encode and write behind (one writer thread, in order)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pneumoscope-write") as writer:
+        pending = None
+        for batch in stream(todo, opts.batch_size, workers):
+            bad = [{"file": str(f), "reason": err} for f, img, _, err in batch if img is None]
+            if bad and not opts.skip_bad:
+                raise PneumoscopeError(bad[0]["reason"])
+            skipped += bad
+            good = [(f, img, meta) for f, img, meta, _ in batch if img is not None]
+            bar.update(len(batch))
+            if not good:
+                continue
+            images = [g[1] for g in good]
+            results = pred.predict_batch(images, [g[2] for g in good])
+            heats = pred.gradcam(images) if opts.gradcam else [None] * len(good)
+            if pending is not None:
+                pending.result()  # at most one batch waits to be written (and its errors surface here)
+            pending = writer.submit(write, good, results, heats)
+            n_done += len(good)
+            bar.set_postfix(img_per_s=f"{n_done / (time.perf_counter() - t0):.2f}")
+        if pending is not None:
+            pending.result()
     bar.close()
     seconds = time.perf_counter() - t0
     n_skipped = folder.write_skipped({str(f) for f in todo}, skipped)

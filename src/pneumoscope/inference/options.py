@@ -22,7 +22,8 @@ class PredictOptions:
     tta: str = "none"  # one of TTA_MODES
     postprocess: bool = True  # apply the run's searched post-processing rule when it has one
     batch_size: int = 8
-    workers: int = 2  # decoding threads
+    workers: int | None = None  # decoding threads (None: one per two cores, so the model keeps its cores)
+    overlay_size: int = 512  # long side of the overlay pictures (0: none); masks are always at full size
     gradcam: bool = False
     submission: str | None = None  # SIIM submission CSV path
     skip_bad: bool = False
@@ -39,6 +40,8 @@ class PredictOptions:
                 raise PneumoscopeError(f"{flag} {value!r}: unknown; choose one of {', '.join(choices)}")
         if self.batch_size < 1:
             raise PneumoscopeError(f"--batch-size {self.batch_size}: must be at least 1")
-        if self.workers < 1:
+        if self.workers is not None and self.workers < 1:
             raise PneumoscopeError(f"--workers {self.workers}: must be at least 1")
+        if self.overlay_size < 0:
+            raise PneumoscopeError(f"--overlay-size {self.overlay_size}: must be 0 (no overlays) or more")
         return self

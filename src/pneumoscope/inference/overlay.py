@@ -29,7 +29,7 @@ def overlay(image: np.ndarray, pred: np.ndarray | None = None, truth: np.ndarray
             alpha: float = 0.35, max_side: int = 1024) -> np.ndarray:
     """BGR uint8 picture: ``image`` (float [0,1] or uint8) with the prediction filled red and
     outlined, the ground truth outlined green; downscaled so the long side is at most ``max_side``."""
-    out = cv2.cvtColor(shrink(as_uint8(image), max_side), cv2.COLOR_GRAY2BGR)
+    out = cv2.cvtColor(as_uint8(shrink(image, max_side)), cv2.COLOR_GRAY2BGR)  # shrink first: less to convert
     size = out.shape[1::-1]
 
     def fit(m: np.ndarray) -> np.ndarray:
@@ -38,9 +38,8 @@ def overlay(image: np.ndarray, pred: np.ndarray | None = None, truth: np.ndarray
     thick = max(1, int(round(max(size) / 400)))
     if pred is not None and pred.any():
         p = fit(pred > 0)
-        colour = np.zeros_like(out)
-        colour[:] = PRED_BGR
-        out = np.where(p[..., None] > 0, cv2.addWeighted(out, 1 - alpha, colour, alpha, 0), out)
+        inside = p > 0  # blend only the masked pixels
+        out[inside] = np.rint(out[inside] * (1 - alpha) + np.array(PRED_BGR, np.float32) * alpha).astype(np.uint8)
         contours, _ = cv2.findContours(p, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
         cv2.drawContours(out, contours, -1, PRED_BGR, thick)
     if truth is not None and truth.any():

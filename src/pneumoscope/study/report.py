@@ -13,6 +13,7 @@ import yaml
 
 from .. import config as config_mod
 from ..config import Config
+from ..data.split import split_summary
 from ..inference.overlay import overlay
 from ..runs import Study
 from ..stage2.pipeline import Stage2Result
@@ -65,6 +66,8 @@ def overlay_grid(res: Stage2Result, path: Path, per_kind: int = 4, tile: int = 2
 def write_report(study: Study, cfg: Config, table1: pd.DataFrame, best: str, res: Stage2Result) -> Path:
     """Write the study's plots and its self-contained HTML report; returns the report's path."""
     histories = {e: study.seg_run(e).read_history() for e in table1.encoder}
+    split = study.seg_run(best).read_split()
+    counts = split_summary(split) if split is not None else pd.DataFrame()
     y = res.test.labels
     curves = {"before tuning": res.p_before, "after tuning": res.p_after}
     s = res.summary
@@ -81,6 +84,7 @@ def write_report(study: Study, cfg: Config, table1: pd.DataFrame, best: str, res
     body = f"""<h1>pneumoscope report</h1>
 <p>Data: <b>{html.escape(str(cfg.data.path or 'synthetic phantoms (embedded default)'))}</b>; training size {cfg.data.size} px;
 encoders: {', '.join(table1.encoder)}. Best encoder by validation IoU: <b>{html.escape(best)}</b>.</p>
+<h2>Data — images of each source and kind in each part of the split</h2>{_table(counts)}
 <h2>Table 1 — segmentation (test split, threshold {cfg.train.threshold})</h2>{_table(table1)}
 <p>Columns ending in <code>_pp</code>: after each run's post-processing rule (top threshold, minimum area,
 bottom threshold), searched on the validation images.</p>
