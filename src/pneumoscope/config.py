@@ -51,6 +51,7 @@ class ModelConfig:
     encoder_weights: str | None = None  # None | "imagenet" | path to a local state dict
     cls_head: bool = False  # image-level classification head on the encoder
     init_from: str | None = None  # a run folder whose best weights start this training (e.g. at a larger size)
+    decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)  # U-Net decoder widths, deepest first (5 blocks)
 
 
 @dataclass(frozen=True)
@@ -138,13 +139,21 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
         hint = hints[name]
         if dataclasses.is_dataclass(hint):
             kwargs[name] = _build(hint, value or {}, f"{where}{name}.")
-        elif getattr(hint, "__origin__", None) is tuple:  # encoders, extra_paths: a list, or one string
-            if value is None:
-                value = ()
-            kwargs[name] = tuple(str(v) for v in ([value] if isinstance(value, str) else value))
+        elif getattr(hint, "__origin__", None) is tuple:  # encoders, extra_paths, decoder_channels: a list
+            kwargs[name] = _coerce_tuple(hint, value, f"{where}{name}")
         else:
             kwargs[name] = _coerce(hint, value, f"{where}{name}")
     return cls(**kwargs)
+
+
+def _coerce_tuple(hint: Any, value: Any, key: str) -> tuple:
+    """A list (YAML), one string, or a comma-separated string (``--set``) as a tuple of the field's type."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = value.strip("()[] ").split(",") if "," in value else [value]
+    kind = hint.__args__[0]
+    return tuple(_coerce(kind, v.strip() if isinstance(v, str) else v, key) for v in value)
 
 
 def _coerce(hint: Any, value: Any, key: str) -> Any:
@@ -191,6 +200,7 @@ _RULES: dict[str, tuple[Any, str]] = {
     "train.ema_decay": (lambda v: v is None or 0 < v < 1, "null or in (0, 1)"),
     "train.average_best": (lambda v: v == 0 or v >= 2, "0 (off) or at least 2"),
     "train.freeze_encoder_epochs": (lambda v: v >= 0, ">= 0"),
+    "model.decoder_channels": (lambda v: len(v) == 5 and all(c >= 1 for c in v), "5 positive widths, e.g. 128,64,32,16,16"),
     "data.synth_n": (lambda v: v >= 8, ">= 8"),
     "data.synth_size": (lambda v: v >= 32, ">= 32"),
     "data.synth_positive_rate": (lambda v: 0 <= v <= 1, "in [0, 1]"),
@@ -252,10 +262,12 @@ def from_dict(values: dict[str, Any]) -> Config:
 
 def to_dict(cfg: Config) -> dict[str, Any]:
     """Plain nested mapping (YAML-friendly)."""
-    out = dataclasses.asdict(cfg)
-    out["encoders"] = list(out["encoders"])
-    out["data"]["extra_paths"] = list(out["data"]["extra_paths"])
-    return out
+    def plain(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return list(value) if isinstance(value, tuple) else value
+
+    return plain(dataclasses.asdict(cfg))
 
 
 def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -80,3 +80,25 @@ def test_a_larger_dataset_is_cached_by_processes_with_bad_items_reported(tiny_sy
     assert len(cache) == 71 and [e.item_id for e in cache.skipped] == [extra[5]["ImageId"]]
     small = build_cache(index_dataset(tiny_synth)[0], 32, cache_dir, workers=2)
     np.testing.assert_array_equal(np.asarray(cache.images[:24]), np.asarray(small.images))  # same pixels either way
+
+
+def test_a_script_without_a_main_guard_builds_with_processes_once(tmp_path):
+    """Spawned workers must not run the caller's script again (a notebook export has no guard)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "user_script.py"
+    script.write_text(
+        "from pneumoscope.data.synth import generate\n"
+        "from pneumoscope.data.layouts import index_dataset\n"
+        "from pneumoscope.data.cache import build_cache, PROCESS_MIN_IMAGES\n"
+        f"root = generate({str(tmp_path / 'd')!r}, n=PROCESS_MIN_IMAGES, size=64, seed=1, positive_rate=0.5)\n"
+        "print('script body ran', flush=True)\n"
+        f"cache = build_cache(index_dataset({str(tmp_path / 'd')!r})[0], 32, {str(tmp_path / 'c')!r}, workers=2)\n"
+        "print(cache.build['kind'], len(cache))\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("script body ran") == 1
+    from pneumoscope.data import cache as cache_mod
+
+    assert done.stdout.split()[-2:] == ["processes", str(cache_mod.PROCESS_MIN_IMAGES)]

@@ -8,9 +8,12 @@ import torch
 from pneumoscope import config
 from pneumoscope.stage1.schedule import LRSchedule
 
+# the paper's schedule as the base each test changes (the demo itself warms up and decays by cosine)
+PLATEAU = ["train.schedule=plateau", "train.warmup_epochs=0"]
+
 
 def _run(sets, steps_per_epoch=10, epochs=4, val_losses=None):
-    tc = config.load("demo", [f"train.epochs={epochs}", "train.lr=1e-3", *sets]).train
+    tc = config.load("demo", [f"train.epochs={epochs}", "train.lr=1e-3", *PLATEAU, *sets]).train
     p = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.Adam([p], lr=tc.lr)
     sched = LRSchedule(opt, tc, steps_per_epoch)
@@ -47,7 +50,7 @@ def test_plateau_halves_after_patience_and_survives_a_resume():
     lrs, sched, opt = _run(sets, val_losses=[1.0, 1.0, 0.5, 0.9])  # stalls at epochs 2 and 4
     assert lrs[19] == pytest.approx(1e-3) and lrs[20] == pytest.approx(5e-4)  # halved after the 2nd epoch stalled
     assert lrs[30] == pytest.approx(5e-4) and opt.param_groups[0]["lr"] == pytest.approx(2.5e-4)
-    tc = config.load("demo", ["train.epochs=4", "train.lr=1e-3", *sets]).train
+    tc = config.load("demo", ["train.epochs=4", "train.lr=1e-3", *PLATEAU, *sets]).train
     p = torch.nn.Parameter(torch.zeros(1))
     opt2 = torch.optim.Adam([p], lr=1e-3)
     again = LRSchedule(opt2, tc, 10)

@@ -37,8 +37,19 @@ def test_resume_reaches_the_same_result(tiny_synth, cache_dir, tmp_path):
         assert (tmp_path / "full" / name).is_file()
 
 
-def test_early_stopping_on_flat_validation_loss(tiny_synth, cache_dir, tmp_path):
-    m = train_seg(_cfg(tiny_synth, cache_dir, epochs=10, lr=0.0, early_stopping_patience=2), tmp_path / "r")
+def test_early_stopping_when_validation_loss_stops_improving(tiny_synth, cache_dir, tmp_path, monkeypatch):
+    from pneumoscope.stage1 import trainer
+
+    real, losses = trainer.evaluate, iter([1.0, 1.1, 1.2, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05, 0.01])
+
+    def rising(*args, **kwargs):  # the real validation, its loss replaced by a sequence that stops improving
+        acc, loss = real(*args, **kwargs), next(losses)
+        compute = acc.compute
+        acc.compute = lambda: {**compute(), "loss": loss}
+        return acc
+
+    monkeypatch.setattr(trainer, "evaluate", rising)
+    m = train_seg(_cfg(tiny_synth, cache_dir, epochs=10, early_stopping_patience=2), tmp_path / "r")
     hist = pd.read_csv(tmp_path / "r" / "history.csv")
     assert len(hist) == 3 and m["epochs_run"] == 3 and m["best_epoch"] == 1
 

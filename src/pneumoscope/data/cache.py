@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -62,6 +63,26 @@ def _pool(n: int, workers: int | None):
     else:
         with ThreadPoolExecutor(max_workers=count) as pool:
             yield pool, "threads", count
+
+
+@contextlib.contextmanager
+def _main_not_reimported():
+    """Start worker processes without running the caller's script again.
+
+    A spawned worker imports the parent's ``__main__`` file first; a user's script or notebook
+    export without an ``if __name__ == "__main__":`` guard would train again inside every worker.
+    The workers only need this module, so the main module's file is hidden while they start."""
+    main = sys.modules.get("__main__")
+    saved = {k: getattr(main, k) for k in ("__file__", "__spec__") if hasattr(main, k)}
+    try:
+        if "__file__" in saved:
+            del main.__file__
+        if "__spec__" in saved:
+            main.__spec__ = None
+        yield
+    finally:
+        for k, v in saved.items():
+            setattr(main, k, v)
 
 
 def load_row(row: pd.Series | dict) -> tuple[np.ndarray, np.ndarray | None, dict]:
@@ -157,7 +178,8 @@ def _build(index: pd.DataFrame, size: int, root: Path, tmp: Path, skip_bad: bool
     t0 = time.perf_counter()
     results = []
     with _pool(n, workers) as (pool, kind, count):
-        jobs = pool.map(_load_resized, rows, [size] * n, chunksize=max(1, min(32, n // (4 * count) or 1)))
+        with _main_not_reimported():  # the processes start here, on the first submits
+            jobs = pool.map(_load_resized, rows, [size] * n, chunksize=max(1, min(32, n // (4 * count) or 1)))
         for i, (img, mask, err, has_mask, meta) in enumerate(tqdm(jobs, total=n, desc=f"caching at {size}px", leave=False,
                                                                    disable=None if progress else True)):
             if err is not None and not skip_bad:

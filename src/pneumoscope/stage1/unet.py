@@ -105,7 +105,8 @@ def build_model(cfg: ModelConfig) -> smp.Unet:
             "set model.encoder_weights to a local weights file, or to null to train from scratch")
     logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
     try:
-        model = smp.Unet(smp_name, encoder_weights=weights, in_channels=1, classes=1, aux_params=aux)
+        model = smp.Unet(smp_name, encoder_weights=weights, in_channels=1, classes=1, aux_params=aux,
+                         decoder_channels=list(cfg.decoder_channels))
     except (OSError, ValueError, RuntimeError) as exc:
         raise PneumoscopeError(f"cannot build U-Net with encoder {name} (weights {weights}): {exc}") from exc
     if local is not None:
