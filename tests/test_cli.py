@@ -2,6 +2,7 @@
 
 import shutil
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -56,10 +57,12 @@ def test_predict_png_and_dicom(trained_run, tiny_synth, tmp_path):
     table = pd.read_csv(out / "predictions.csv")
     assert list(table.columns) == ["file", "width", "height", "mask_area_px", "max_prob"]
     assert len(table) == 2 and table.max_prob.between(0, 1).all()
-    mask = np.asarray(Image.open(out / "masks" / "b.png"))
+    assert Image.open(out / "masks" / "b.png").mode == "1"  # 1-bit PNG, 0/255 read as grey
+    mask = np.asarray(Image.open(out / "masks" / "b.png").convert("L"))
     assert mask.shape == (80, 100) and set(np.unique(mask)) <= {0, 255}
+    np.testing.assert_array_equal(cv2.imread(str(out / "masks" / "b.png"), cv2.IMREAD_GRAYSCALE), mask)
     assert (mask > 0).sum() == table.set_index(table.file.str[-5:]).loc["b.dcm", "mask_area_px"]
-    assert (out / "overlays" / "a.png").is_file()
+    assert (out / "overlays" / "a.jpg").is_file()
 
 
 def test_corrupt_input_fails_with_one_line_or_is_skipped(trained_run, tmp_path, capsys):

@@ -97,7 +97,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
     r = predict_files(args.run, args.inputs, args.out, opts, say=lambda line: print(line, flush=True))
     for note in r["notes"]:
         print(note)
-    print(f"predicted {r['predicted']} images ({r['images_per_second']:.2f} img/s)"
+    share = f", {r['model_seconds'] / r['seconds']:.0%} of it in the model" if r["seconds"] > 0 and r["predicted"] else ""
+    print(f"predicted {r['predicted']} images ({r['images_per_second']:.2f} img/s{share})"
           + (f", {r['already_done']} already done" if r["already_done"] else "")
           + (f", skipped {r['skipped']} (see skipped.csv)" if r["skipped"] else "")
           + f"; wrote {Path(args.out) / 'predictions.csv'}" + (f" and {args.submission}" if args.submission else ""))

@@ -40,6 +40,7 @@ POSTPROCESS = "postprocess.json"
 ONNX = "model.onnx"
 EXPORT_REPORT = "export.json"
 BACKEND_MEMO = "backend.json"
+BACKEND_PROBE = "backend-probe.npz"
 STAGE2 = "stage2"
 BEST = "best.safetensors"
 LAST = "last.pt"
@@ -52,7 +53,7 @@ S2_FEATURES = "features.npz"
 LEGACY_BEST, LEGACY_CLASSIFIER = "best.pt", "classifier.joblib"  # pickles written by pneumoscope 0.1
 
 # What was derived from a run's weights: removed when new weights replace them.
-DERIVED = (ONNX, EXPORT_REPORT, BACKEND_MEMO, POSTPROCESS, STAGE2)
+DERIVED = (ONNX, EXPORT_REPORT, BACKEND_MEMO, BACKEND_PROBE, POSTPROCESS, STAGE2)
 
 
 def _sha(data: bytes) -> str:
@@ -98,6 +99,9 @@ class Run:
         """Remove what was derived from earlier weights (ONNX export, backend choice,
         post-processing rule, stage-2 classifier); returns the names removed."""
         gone = []
+        for stale in self.root.glob(f"{ONNX}*.data"):  # weights beside an export of pneumoscope <= 0.2.0
+            stale.unlink()
+            gone.append(stale.name)
         for name in DERIVED:
             path = self._p(name)
             if path.is_dir():
@@ -230,19 +234,23 @@ class Run:
         """Identifies the current best weights (derived files record it)."""
         return self.weights_meta()["weights_id"]
 
-    def load_weights(self) -> tuple[dict, dict]:
-        """The best weights (state dict) and the config (as a mapping) they were trained with.
-
-        Refuses weights that do not belong to the saved split (a retraining interrupted
-        between writing its split and its first weights)."""
-        from safetensors.torch import load_file
-
+    def weights_config(self) -> dict:
+        """The config (as a mapping) the best weights were trained with, read from their header
+        without loading them. Refuses weights that do not belong to the saved split (a retraining
+        interrupted between writing its split and its first weights)."""
         meta = self.weights_meta()
         split = self.read_split()
         if split is not None and _sha(self.split_text(split).encode()) != meta["split_sha"]:
             raise PneumoscopeError(f"{self.root}: its weights were trained on another split than the saved one "
                                    "(an interrupted retraining?); train again into this folder")
-        return load_file(str(self.weights_path())), json.loads(meta["config"])
+        return json.loads(meta["config"])
+
+    def load_weights(self) -> tuple[dict, dict]:
+        """The best weights (state dict) and the config (as a mapping) they were trained with."""
+        from safetensors.torch import load_file
+
+        cfg = self.weights_config()
+        return load_file(str(self.weights_path())), cfg
 
     def has_resume_state(self) -> bool:
         """Whether a resume checkpoint is there."""
@@ -357,6 +365,30 @@ class Run:
     def write_backend_memo(self, memo: dict) -> None:
         """Save the backend choices."""
         self._write_derived(self._p(BACKEND_MEMO), {k: v for k, v in memo.items() if k != "weights_id"})
+
+    def read_backend_probe(self) -> tuple | None:
+        """The probe images of the backend choice and eager float32's probabilities on them (for
+        re-verifying a remembered backend without running PyTorch), or None."""
+        import numpy as np
+
+        path = self._p(BACKEND_PROBE)
+        try:
+            with np.load(path) as data:
+                if not self.has_weights() or str(data["weights_id"]) != self.weights_id():
+                    return None
+                return data["x"], data["ref"]
+        except (OSError, KeyError, ValueError):  # missing, cut short or foreign
+            return None
+
+    def write_backend_probe(self, x, ref) -> None:
+        """Save the probe and its float32 reference (written to a temporary name, then renamed)."""
+        import numpy as np
+
+        path = self._p(BACKEND_PROBE)
+        tmp = tmp_name(path)
+        with open(tmp, "wb") as fh:
+            np.savez(fh, x=x, ref=ref, weights_id=np.array(self.weights_id()))
+        os.replace(tmp, path)
 
     # -- stage 2 ------------------------------------------------------------------------
     @property

@@ -13,9 +13,13 @@ onnxruntime = pytest.importorskip("onnxruntime")
 
 
 @pytest.mark.slow
-def test_export_with_parity_and_dynamic_shapes(head_run, capsys):
+def test_export_with_parity_and_dynamic_shapes(head_run, capsys, tmp_path):
     assert main(["export", "--run", str(head_run), "--format", "onnx"]) == 0
     assert "masks equal" in capsys.readouterr().out
+    assert not [p.name for p in head_run.iterdir() if p.name.startswith("model.onnx") and p.name != "model.onnx"]
+    alone = tmp_path / "copied.onnx"  # self-contained: no weights file beside it
+    alone.write_bytes((head_run / "model.onnx").read_bytes())
+    assert OnnxBackend(alone)(sample_inputs(64, 1))[0].shape == (1, 64, 64)
     report = json.loads((head_run / "export.json").read_text())
     assert report["passed"] and all(c["max_abs_diff"] < 1e-4 for c in report["checks"].values())
     import torch

@@ -63,3 +63,28 @@ def test_bad_inputs_are_one_clear_error(model, bad, needle):
 def test_unknown_options_are_refused(stage2_run):
     with pytest.raises(PneumoscopeError, match="--backend 'tensorrt': unknown"):
         pneumoscope.load_run(stage2_run, backend="tensorrt")
+
+
+def test_a_remembered_onnx_backend_is_reverified_without_building_the_pytorch_model(trained_run, tiny_synth, tmp_path,
+                                                                                    monkeypatch):
+    pytest.importorskip("onnxruntime")
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    path = sorted((tiny_synth / "png_images").glob("*.png"))[0]
+    first = pneumoscope.load_run(run, backend="onnx").predict(path)  # exports, chooses, keeps the probe
+    assert (run / "backend-probe.npz").is_file()
+    from pneumoscope.stage1 import unet
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the PyTorch model was built")
+
+    monkeypatch.setattr(unet, "load_model", no_model)
+    again = pneumoscope.load_run(run, backend="onnx")
+    result = again.predict(path)
+    np.testing.assert_allclose(result.prob, first.prob, atol=1e-6)
+    assert any("remembered" in n and "masks agree" in n for n in again.notes)
+    (run / "backend-probe.npz").write_bytes(b"cut short")  # a damaged probe: verified on this batch instead
+    monkeypatch.undo()
+    third = pneumoscope.load_run(run, backend="onnx")
+    third.predict(path)
+    assert any("remembered" in n for n in third.notes)

@@ -183,6 +183,29 @@ def encode_png(image: np.ndarray, level: int = 3) -> bytes:
     return buf.tobytes()
 
 
+def encode_mask_png(mask: np.ndarray) -> bytes:
+    """A mask as a 1-bit PNG: ten times faster to write than 8 bits and a few hundred bytes. Read
+    as 8-bit grey (``cv2.imread(path, cv2.IMREAD_GRAYSCALE)``, Pillow's ``.convert("L")``) it is
+    0/255 like the SIIM-ACR PNG masks; Pillow's plain ``Image.open`` gives mode "1" (booleans)."""
+    import cv2
+
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(mask, dtype=np.uint8) * 255,
+                           [cv2.IMWRITE_PNG_BILEVEL, 1, cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:
+        raise PneumoscopeError(f"could not encode a mask PNG of shape {mask.shape}")
+    return buf.tobytes()
+
+
+def encode_jpeg(image: np.ndarray, quality: int = 90) -> bytes:
+    """A uint8 picture (grey or BGR) as JPEG: for pictures people look at, 8x faster than PNG."""
+    import cv2
+
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(image), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise PneumoscopeError(f"could not encode a JPEG of shape {image.shape}")
+    return buf.tobytes()
+
+
 def list_images(inputs: list[str | Path]) -> list[Path]:
     """Expand files and folders (recursively) into a sorted list of image files."""
     out: list[Path] = []

@@ -74,7 +74,8 @@ def export_onnx(run: str | Path | Run, out: str | Path | None = None) -> tuple[P
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(wrapper, (torch.from_numpy(sample_inputs(size, 2)),), str(tmp), input_names=["image"],
-                              output_names=names, dynamic_shapes={"x": dims}, dynamo=True, verbose=False)
+                              output_names=names, dynamic_shapes={"x": dims}, dynamo=True, verbose=False,
+                              external_data=False)  # one self-contained file (else weights go to "<tmp>.data")
     except Exception as exc:  # the exporter raises many kinds
         tmp.unlink(missing_ok=True)
         raise PneumoscopeError(f"ONNX export failed: {exc.__class__.__name__}: {str(exc)[:200]}") from exc

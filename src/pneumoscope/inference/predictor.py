@@ -8,8 +8,10 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +19,13 @@ import cv2
 import numpy as np
 import torch
 
+from .. import config as config_mod
 from ..data.io import MIN_SIDE, check_pixels, read_image
 from ..data.transforms import model_input, to_model_size
 from ..device import resolve_device
 from ..errors import PneumoscopeError
 from ..runs import Run
 from ..stage1.postprocess import Rule, load_rule
-from ..stage1.unet import load_model
-from ..stage2.model import Stage2Model
 from . import select
 from .backends import with_hflip_tta
 from .options import PredictOptions
@@ -62,14 +63,26 @@ class Predictor:
         self.run.require()
         self.opts = opts
         self.device = resolve_device(opts.device)
-        self.model, cfg = load_model(self.run, self.device)
-        self.config = cfg
+        self.config = cfg = config_mod.from_dict(self.run.weights_config())  # the U-Net is built when first needed
         self.size, self.threshold, self.encoder = cfg.data.size, cfg.train.threshold, cfg.model.encoder
         rule = load_rule(self.run) if opts.postprocess else None
         self.rule = rule or Rule(self.threshold, 0.0, self.threshold)
         self.backend = None
         self.notes: list[str] = []
-        self.stage2 = Stage2Model.load(self.run, self.model, self.device)
+        self.model_seconds = 0.0  # time spent in the backend (the network itself), for throughput reports
+        self.stage2 = None
+        if self.run.has_classifier():
+            from ..stage2.model import Stage2Model
+
+            self.stage2 = Stage2Model.load(self.run, self.model, self.device)
+
+    @cached_property
+    def model(self) -> torch.nn.Module:
+        """The stage-1 U-Net in PyTorch (eval mode), built on first use: a remembered ONNX backend
+        without a stage-2 classifier never needs it, nor the import of its libraries."""
+        from ..stage1.unet import load_model
+
+        return load_model(self.run, self.device)[0]
 
     @property
     def cls_threshold(self) -> float | None:
@@ -98,7 +111,7 @@ class Predictor:
                         raise PneumoscopeError(f"onnx backend unavailable: {exc}") from exc
                     self.notes.append(f"onnx unavailable ({exc})")
         thresholds = tuple(sorted({self.threshold, self.rule.top, self.rule.bottom}))
-        self.backend, notes = select.choose(self.model, self.device, x, self.opts.backend, self.opts.precision,
+        self.backend, notes = select.choose(lambda: self.model, self.device, x, self.opts.backend, self.opts.precision,
                                             self.opts.compile, onnx_path, self.run, thresholds, self.say)
         self.notes += notes
 
@@ -109,7 +122,9 @@ class Predictor:
             check_pixels("image", img.shape[1], img.shape[0], None, MIN_SIDE)
         u8, x = self.prepare(images)
         self._ensure_backend(x)
+        t = time.perf_counter()
         probs, cls = with_hflip_tta(self.backend, x) if self.opts.tta == "hflip" else self.backend(x)
+        self.model_seconds += time.perf_counter() - t
         p_cls = None if self.stage2 is None else self.stage2.probability(u8, probs, cls, metas)
         out = []
         for k, (p, img, meta) in enumerate(zip(probs, images, metas)):

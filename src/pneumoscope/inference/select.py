@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -97,33 +98,33 @@ def candidates(model: nn.Module, device: torch.device, backend: str, precision: 
     return out
 
 
-def choose(model: nn.Module, device: torch.device, x: np.ndarray, backend: str = "auto", precision: str = "auto",
-           compile: bool = False, onnx_path: Path | None = None, memo: Run | None = None,
+def choose(model: nn.Module | Callable[[], nn.Module], device: torch.device, x: np.ndarray, backend: str = "auto",
+           precision: str = "auto", compile: bool = False, onnx_path: Path | None = None, memo: Run | None = None,
            thresholds: tuple[float, ...] = (0.5,), say=lambda line: None) -> tuple[object, list[str]]:
     """The backend to use and lines saying what was measured or why something fell back.
 
     Every candidate is checked against eager float32 PyTorch on (at most two images of) the probe
     batch, then the passing ones are timed; eager float32 itself is always valid, so a prediction
     never fails because a faster path did not qualify. ``memo``: the run whose remembered choices
-    are read and updated (None: nothing remembered). ``say`` reports progress on a first call."""
-    probe = x[:2]
-    ref = TorchBackend(model, device, "fp32", False)
-    ref_prob, _ = ref(probe)
-    cands = candidates(model, device, backend, precision, compile, onnx_path)
+    are read and updated (None: nothing remembered); the probe and float32's output on it are kept
+    there, so a remembered choice is re-verified by running only that backend (an ONNX one then
+    needs no PyTorch model at all). ``model``: the U-Net, or a function that builds it when needed.
+    ``say`` reports progress on a first call."""
+    get_model = (lambda: model) if isinstance(model, nn.Module) else model
     key = f"{machine_key(device)}|{backend}|{precision}|compile={compile}"
     known = memo.read_backend_memo() if memo is not None else {}
     notes: list[str] = []
-    if key in known:  # re-verify the remembered choice only
-        remembered = known[key]["backend"]
-        if remembered == ref.name:
-            return ref, [f"backend {ref.name} (remembered for this machine)"]
-        for cand, reduced in sorted(cands, key=lambda c: c[0].name != remembered):
-            if cand.name != remembered:
-                continue
-            ok, how = verify(cand, reduced, ref_prob, probe, thresholds)
-            if ok:
-                return cand, [f"backend {cand.name} (remembered for this machine; {how})"]
-            notes.append(f"{cand.name} rejected on this batch ({how}); choosing again")
+    if key in known:
+        stored = memo.read_backend_probe()
+        chosen, how = _reverify(known[key]["backend"], stored, get_model, device, x, backend, precision, compile,
+                                onnx_path, thresholds)
+        if chosen is not None:
+            return chosen, [f"backend {chosen.name} (remembered for this machine; {how})"]
+        notes.append(how)
+    probe = x[:2]
+    ref = TorchBackend(get_model(), device, "fp32", False)
+    ref_prob, _ = ref(probe)
+    cands = candidates(get_model(), device, backend, precision, compile, onnx_path)
     say(f"choosing a backend: checking {len(cands) + 1} candidates against float32 on {len(probe)} image(s)")
     timings = {}
     passing = []
@@ -145,6 +146,31 @@ def choose(model: nn.Module, device: torch.device, x: np.ndarray, backend: str =
         known[key] = {"backend": best.name, "ms_per_image": timings}
         try:
             memo.write_backend_memo(known)
+            memo.write_backend_probe(probe, ref_prob)
         except OSError as exc:  # a read-only run folder: choose again next time
             notes.append(f"backend choice not remembered ({exc.strerror})")
     return best, notes
+
+
+def _reverify(name: str, stored: tuple | None, get_model: Callable[[], nn.Module], device: torch.device, x: np.ndarray,
+              backend: str, precision: str, compile: bool, onnx_path: Path | None,
+              thresholds: tuple[float, ...]) -> tuple[object | None, str]:
+    """The remembered backend when it still reproduces float32 (on the stored probe, else on this
+    batch's), or (None, why not)."""
+    if name == "torch-fp32":  # eager float32 is the reference itself
+        return TorchBackend(get_model(), device, "fp32", False), "float32 itself"
+    if stored is not None:
+        probe, ref_prob = stored
+    else:
+        probe = x[:2]
+        ref_prob, _ = TorchBackend(get_model(), device, "fp32", False)(probe)
+    if name.startswith("onnx") and onnx_path is not None and backend in ("auto", "onnx"):
+        cands = [(OnnxBackend(onnx_path), False)]
+    else:
+        cands = [c for c in candidates(get_model(), device, backend, precision, compile, None) if c[0].name == name]
+    for cand, reduced in cands:
+        ok, how = verify(cand, reduced, ref_prob, probe, thresholds)
+        if ok:
+            return cand, how
+        return None, f"{cand.name} rejected on the probe ({how}); choosing again"
+    return None, f"{name} is not available now; choosing again"

@@ -5,14 +5,17 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..data.transforms import model_input
-from .losses import CompositeLoss
 from .metrics import SegMetrics
+
+if TYPE_CHECKING:  # smp's losses: imported by whoever builds one, not by every user of this module
+    from .losses import CompositeLoss
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:
