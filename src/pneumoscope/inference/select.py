@@ -48,8 +48,8 @@ def machine_key(device: torch.device) -> str:
 
 
 def _ms_per_image(backend, x: np.ndarray) -> float:
-    """Time of one call after a warm-up call, per image (a short probe: the first call stays cheap)."""
-    backend(x)
+    """Time of one call, per image; the backend has already run once on ``x`` (its parity check or
+    the reference), which was its warm-up (a short probe: the first call stays cheap)."""
     t = time.perf_counter()
     backend(x)
     return (time.perf_counter() - t) * 1000 / len(x)
