@@ -56,6 +56,7 @@ def test_resize_mask_keeps_half_covered_pixels():
     np.testing.assert_array_equal(resize_mask(m, 2), [[1, 1], [0, 0]])
 
 
+@pytest.mark.slow
 def test_a_larger_dataset_is_cached_by_processes_with_bad_items_reported(tiny_synth, tmp_path, cache_dir):
     from pneumoscope.data import cache as cache_mod
 
@@ -82,6 +83,7 @@ def test_a_larger_dataset_is_cached_by_processes_with_bad_items_reported(tiny_sy
     np.testing.assert_array_equal(np.asarray(cache.images[:24]), np.asarray(small.images))  # same pixels either way
 
 
+@pytest.mark.slow
 def test_a_script_without_a_main_guard_builds_with_processes_once(tmp_path):
     """Spawned workers must not run the caller's script again (a notebook export has no guard)."""
     import subprocess

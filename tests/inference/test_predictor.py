@@ -65,6 +65,7 @@ def test_unknown_options_are_refused(stage2_run):
         pneumoscope.load_run(stage2_run, backend="tensorrt")
 
 
+@pytest.mark.slow
 def test_a_remembered_onnx_backend_is_reverified_without_building_the_pytorch_model(trained_run, tiny_synth, tmp_path,
                                                                                     monkeypatch):
     pytest.importorskip("onnxruntime")

@@ -13,7 +13,8 @@ from tests.helpers import free_port
 
 def _cfg(data, cache_dir, **train):
     sets = [f"data.path={data}", f"data.cache_dir={cache_dir}", "data.size=64", "model.encoder=resnet18",
-            "train.batch_size=8", "train.progress=false", "data.val_fraction=0.25", "data.test_fraction=0.25"]
+            "train.batch_size=8", "train.progress=false", "data.val_fraction=0.25", "data.test_fraction=0.25",
+            "train.schedule=plateau", "train.warmup_epochs=0"]  # the paper's schedule; tests switch the rest on
     sets += [f"train.{k}={v}" for k, v in train.items()]
     return config.load("demo", sets)
 
@@ -37,6 +38,7 @@ def test_resume_reaches_the_same_result(tiny_synth, cache_dir, tmp_path):
         assert (tmp_path / "full" / name).is_file()
 
 
+@pytest.mark.slow
 def test_early_stopping_when_validation_loss_stops_improving(tiny_synth, cache_dir, tmp_path, monkeypatch):
     from pneumoscope.stage1 import trainer
 
@@ -79,6 +81,7 @@ def test_ddp_two_cpu_processes(tiny_synth, cache_dir, tmp_path):
     assert (tmp_path / "ddp" / "metrics.json").is_file()
 
 
+@pytest.mark.slow
 def test_retraining_clears_artefacts_of_the_old_weights(tiny_synth, cache_dir, tmp_path):
     run = tmp_path / "r"
     train_seg(_cfg(tiny_synth, cache_dir, epochs=1), run)
@@ -90,6 +93,7 @@ def test_retraining_clears_artefacts_of_the_old_weights(tiny_synth, cache_dir, t
     assert (run / "postprocess.json").is_file()  # searched again for the new weights
 
 
+@pytest.mark.slow
 def test_ema_and_best_k_average_are_what_is_saved(tiny_synth, cache_dir, tmp_path):
     m = train_seg(_cfg(tiny_synth, cache_dir, epochs=3, ema_decay=0.9, average_best=2), tmp_path / "r")
     assert m["averaged"]["epochs"] and len(m["averaged"]["epochs"]) == 2 and "kept" in m["averaged"]
@@ -134,6 +138,7 @@ def test_positive_fraction_schedule():
     assert _positive_fraction(config.load("demo"), 3) is None
 
 
+@pytest.mark.slow
 def test_two_phase_continues_at_a_larger_size_with_the_encoder_frozen(tiny_synth, cache_dir, tmp_path):
     from pneumoscope.cli import main
     from pneumoscope.runs import Run
@@ -155,6 +160,7 @@ def test_two_phase_continues_at_a_larger_size_with_the_encoder_frozen(tiny_synth
     pd.testing.assert_frame_equal(Run(first).read_split(), Run(second).read_split())  # the same held-out images
 
 
+@pytest.mark.slow
 def test_normals_of_a_labelled_folder_are_negatives(tiny_synth, cache_dir, tmp_path):
     from PIL import Image
 

@@ -7,7 +7,7 @@ from pneumoscope.stage1 import unet as unet_mod
 from pneumoscope.stage1.unet import ENCODERS, build_model, canonical_encoder
 
 
-@pytest.mark.parametrize("name", list(ENCODERS))
+@pytest.mark.parametrize("name", [n if n == "resnet18" else pytest.param(n, marks=pytest.mark.slow) for n in ENCODERS])
 def test_every_encoder_forward_backward(name):
     torch.manual_seed(0)
     model = build_model(ModelConfig(encoder=name, encoder_weights=None, cls_head=True))

@@ -23,6 +23,7 @@ def noisy_problem():
     return X[:240].astype(np.float32), y[:240]
 
 
+@pytest.mark.slow
 def test_search_finds_better_parameters_and_reports_their_real_score(noisy_problem):
     X, y = noisy_problem
     res = clf.tune(X, y, n_iter=8, k=3, scoring="average_precision", seed=0)
