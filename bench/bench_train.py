@@ -30,6 +30,7 @@ DATA = ["data.synth_n=640", "data.synth_seed=101", "data.val_fraction=0.1875", "
 BASE = ["train.lr=3e-4", "train.schedule=plateau", "train.warmup_epochs=0", "train.batch_size=16",
         "model.decoder_channels=256,128,64,32,16", "loss.focal_alpha=0.25"]
 FAST = ["train.lr=1e-3", "train.warmup_epochs=1", "train.schedule=cosine", "train.min_lr_ratio=0.05"]
+DEMO = [*FAST, "train.batch_size=8", "loss.focal_alpha=0.75", "model.decoder_channels=128,64,32,16,16"]  # demo.yaml now
 VARIANTS: dict[str, list[str]] = {
     "default": [],
     "warmup": ["train.warmup_epochs=1"],
@@ -43,7 +44,11 @@ VARIANTS: dict[str, list[str]] = {
     "lr-1e-3": ["train.lr=1e-3"],
     "fast": FAST,
     "fast-b8-alpha": [*FAST, "train.batch_size=8", "loss.focal_alpha=0.75"],
-    "demo-now": [*FAST, "train.batch_size=8", "loss.focal_alpha=0.75", "model.decoder_channels=128,64,32,16,16"],
+    "demo-now": DEMO,
+    "demo-lr-2e-3": [*DEMO, "train.lr=2e-3"],
+    "demo-no-augment": [*DEMO, "data.augment=false"],
+    "demo-no-focal": [*DEMO, "loss.focal=0"],
+    "demo-b4": [*DEMO, "train.batch_size=4"],
 }
 
 
