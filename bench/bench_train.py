@@ -49,6 +49,9 @@ VARIANTS: dict[str, list[str]] = {
     "demo-no-augment": [*DEMO, "data.augment=false"],
     "demo-no-focal": [*DEMO, "loss.focal=0"],
     "demo-b4": [*DEMO, "train.batch_size=4"],
+    "demo-no-augment-full-decoder": [*DEMO, "data.augment=false", "model.decoder_channels=256,128,64,32,16"],
+    "demo-no-augment-lr-2e-3": [*DEMO, "data.augment=false", "train.lr=2e-3"],
+    "demo-no-augment-b16": [*DEMO, "data.augment=false", "train.batch_size=16"],
 }
 
 
