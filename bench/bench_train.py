@@ -51,7 +51,6 @@ VARIANTS: dict[str, list[str]] = {
     "demo-b4": [*DEMO, "train.batch_size=4"],
     "demo-no-augment-full-decoder": [*DEMO, "data.augment=false", "model.decoder_channels=256,128,64,32,16"],
     "demo-no-augment-lr-2e-3": [*DEMO, "data.augment=false", "train.lr=2e-3"],
-    "demo-no-augment-b16": [*DEMO, "data.augment=false", "train.batch_size=16"],
 }
 
 
