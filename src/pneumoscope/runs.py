@@ -318,9 +318,13 @@ class Run:
     def _write_derived(self, path: Path, data: dict) -> None:
         write_json(path, {**data, "weights_id": self.weights_id()})
 
+    def _of_current_weights(self, weights_id: object) -> bool:
+        """Whether a derived file stamped with ``weights_id`` belongs to the current best weights."""
+        return self.has_weights() and weights_id == self.weights_id()
+
     def _read_derived(self, path: Path) -> dict | None:
         data = read_json(path) if path.is_file() else None
-        if not isinstance(data, dict) or not self.has_weights() or data.get("weights_id") != self.weights_id():
+        if not isinstance(data, dict) or not self._of_current_weights(data.get("weights_id")):
             return None  # missing, cut short, or derived from other weights
         return data
 
@@ -374,7 +378,7 @@ class Run:
         path = self._p(BACKEND_PROBE)
         try:
             with np.load(path) as data:
-                if not self.has_weights() or str(data["weights_id"]) != self.weights_id():
+                if not self._of_current_weights(str(data["weights_id"])):
                     return None
                 return data["x"], data["ref"]
         except (OSError, KeyError, ValueError):  # missing, cut short or foreign

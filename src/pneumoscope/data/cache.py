@@ -212,16 +212,17 @@ def _build(index: pd.DataFrame, size: int, root: Path, tmp: Path, skip_bad: bool
         images.flush()
         masks.flush()
     out.to_csv(tmp / "index.csv", index=False)
+    build = {"seconds": round(seconds, 2), "images_per_second": round(n / max(seconds, 1e-9), 1),
+             "workers": count, "kind": kind}
     (tmp / "meta.json").write_text(json.dumps({
         "size": size, "n": len(keep),
         "skipped": [{"id": e.item_id, "path": e.path, "reason": e.reason} for e in skipped],
-        "build": {"seconds": round(seconds, 2), "images_per_second": round(n / max(seconds, 1e-9), 1),
-                  "workers": count, "kind": kind},
+        "build": build,
     }, indent=1))
     try:
         os.replace(tmp, root)
     except OSError:  # another process built it first
         shutil.rmtree(tmp, ignore_errors=True)
     cache = _open(root)
-    cache.build = json.loads((root / "meta.json").read_text()).get("build", {})
+    cache.build = build  # what this call did (a reused cache has none)
     return cache

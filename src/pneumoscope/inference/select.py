@@ -172,9 +172,8 @@ def _reverify(name: str, stored: tuple | None, get_model: Callable[[], nn.Module
         cands = [(OnnxBackend(onnx_path), False)]
     else:
         cands = [c for c in candidates(get_model(), device, backend, precision, compile, None) if c[0].name == name]
-    for cand, reduced in cands:
-        ok, how = verify(cand, reduced, ref_prob, probe, thresholds)
-        if ok:
-            return cand, how
-        return None, f"{cand.name} rejected on the probe ({how}); choosing again"
-    return None, f"{name} is not available now; choosing again"
+    if not cands:
+        return None, f"{name} is not available now; choosing again"
+    cand, reduced = cands[0]
+    ok, how = verify(cand, reduced, ref_prob, probe, thresholds)
+    return (cand, how) if ok else (None, f"{cand.name} rejected on the probe ({how}); choosing again")
