@@ -35,14 +35,23 @@ def test_random_kills_then_a_rerun_leave_a_consistent_folder(trained_run, tiny_s
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     rng = random.Random(2024)
     partial = []
+    csv = out / "predictions.csv"
+
+    def rows() -> int:
+        return max(0, sum(1 for _ in open(csv)) - 1) if csv.is_file() else 0
+
     for _ in range(5):
+        # SIGKILL at a random point of the work: once a random number of rows is written (a wall-clock
+        # delay was flaky: on a fast machine a whole run could finish before it), plus a random moment
+        target, deadline = rows() + rng.randint(1, 40), time.monotonic() + 120
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(3.0, 7.0))
+        while proc.poll() is None and rows() < target and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.05))
         if proc.poll() is None:
             proc.kill()
         proc.wait()
-        csv = out / "predictions.csv"
-        partial.append(sum(1 for _ in open(csv)) - 1 if csv.is_file() else 0)
+        partial.append(rows())
     assert any(0 < n < len(files) for n in partial), partial  # some kill landed in the middle of the work
     assert subprocess.run(cmd, env=env, capture_output=True).returncode == 0
     table = pd.read_csv(out / "predictions.csv")
