@@ -13,6 +13,8 @@ import http.client
 import io
 import json
 import os
+import select
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -59,6 +61,8 @@ def streamed(port: int, megabytes: int) -> tuple[int, int]:
     def body():
         yield f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.png\"\r\n\r\n".encode()
         for _ in range(megabytes):
+            if select.select([conn.sock], [], [], 0)[0]:
+                return  # the server answered: stop, as curl and browsers do
             sent[0] += 1
             yield b"\x00" * (1 << 20)
 
@@ -130,6 +134,7 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait()
+        shutil.rmtree(work, ignore_errors=True)
     print(f"CPU flags: {cpu_flags()}; cores: {os.cpu_count()}; run: {run}")
     print("| attack | sent | status | server peak RSS MB (cumulative) |")
     print("|---|---|---|---|")

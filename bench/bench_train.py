@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -62,7 +63,7 @@ def cpu_flags() -> str:
     return " ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile", "avx512_vnni", "avx_vnni") if f in flags)
 
 
-def one(variant: str, sets: list[str], seed: int, epochs: int, work: Path) -> dict:
+def one(variant: str, sets: list[str], seed: int, epochs: int, work: Path, keep: bool = False) -> dict:
     import pandas as pd
 
     from pneumoscope import config
@@ -75,6 +76,8 @@ def one(variant: str, sets: list[str], seed: int, epochs: int, work: Path) -> di
     hist = pd.read_csv(out / "history.csv")
     d = hist.val_dice_pos.to_numpy()
     drops = [d[i - 1] - d[i] for i in range(3, len(d))]  # from epoch 3 to 4 onwards
+    if not keep:  # a run folder holds ~0.3 GB of weights; 48 of them filled a disk once
+        shutil.rmtree(out, ignore_errors=True)
     return {"variant": variant, "sets": sets, "seed": seed, "epochs": epochs, "test_dice_pos": m["dice_pos"],
             "test_dice_kaggle": m["dice_kaggle"], "test_dice_pos_pp": m.get("postprocessed", {}).get("dice_pos"),
             "val_dice_pos": [round(float(v), 4) for v in d], "max_drop_after_3": round(float(max(drops, default=0.0)), 4),
@@ -105,6 +108,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--set", dest="extra", action="append", default=[], help="a variant of your own: NAME=key=value,key=value")
     ap.add_argument("--work", default="/tmp/pneumoscope-bench-train")
+    ap.add_argument("--keep-runs", action="store_true", help="keep each run folder under --work (deleted after its row by default)")
     ap.add_argument("--table", action="store_true", help="print the table of the results so far and exit")
     ap.add_argument("--results", default=str(RESULTS))
     args = ap.parse_args()
@@ -123,7 +127,7 @@ def main() -> None:
             for seed in args.seeds:
                 if (name, seed, args.epochs) in done:
                     continue
-                row = one(name, sets, seed, args.epochs, Path(args.work))
+                row = one(name, sets, seed, args.epochs, Path(args.work), args.keep_runs)
                 with open(results, "a") as fh:
                     fh.write(json.dumps(row) + "\n")
                 print(json.dumps(row), flush=True)

@@ -7,6 +7,7 @@ import http.client
 import io
 import json
 import os
+import select
 import subprocess
 import sys
 import time
@@ -79,6 +80,8 @@ def test_an_oversized_chunked_body_is_stopped_while_it_streams(server):
         yield f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.png\"\r\n\r\n".encode()
         chunk = b"\x00" * (1 << 20)
         for _ in range(300):  # 300 MB if nobody stops it
+            if select.select([conn.sock], [], [], 0)[0]:
+                return  # an answer came: stop sending, as curl and browsers do
             sent[0] += len(chunk)
             yield chunk
 
@@ -91,6 +94,19 @@ def test_an_oversized_chunked_body_is_stopped_while_it_streams(server):
     assert resp.status == 413 and "larger than 2 MB" in json.loads(resp.read())["detail"]
     assert sent[0] < 300 << 20  # it did not take the whole body
     assert _status(pid, "VmHWM") - base < 40  # MB: nothing like the body was held
+
+
+def test_a_client_that_never_reads_early_still_gets_its_413(server):
+    """http.client sends the whole body before it reads: the server lingers (reads and drops) long
+    enough for a moderate body to end, so the 413 is not destroyed by a reset."""
+    port, _ = server
+    for _ in range(5):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn.request("POST", "/predict", body=_multipart("big.png", b"\x00" * (12 << 20)),
+                     headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"})
+        resp = conn.getresponse()
+        assert resp.status == 413 and "larger than 2 MB" in json.loads(resp.read())["detail"]
+        conn.close()
 
 
 def test_a_declared_huge_body_is_refused_before_it_is_sent(server):
