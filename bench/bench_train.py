@@ -52,6 +52,9 @@ VARIANTS: dict[str, list[str]] = {
     "demo-b4": [*DEMO, "train.batch_size=4"],
     "demo-no-augment-full-decoder": [*DEMO, "data.augment=false", "model.decoder_channels=256,128,64,32,16"],
     "demo-no-augment-lr-2e-3": [*DEMO, "data.augment=false", "train.lr=2e-3"],
+    "demo-no-augment-no-warmup": [*DEMO, "data.augment=false", "train.warmup_epochs=0"],
+    "demo-no-augment-dice-3": [*DEMO, "data.augment=false", "loss.dice=3"],
+    "demo-no-augment-ema": [*DEMO, "data.augment=false", "train.ema_decay=0.98"],
 }
 
 

@@ -189,3 +189,54 @@ def test_normals_of_a_labelled_folder_are_negatives(tiny_synth, cache_dir, tmp_p
     cache, fit, test, note = classification_sets(Run(tmp_path / "r").read_config(), Run(tmp_path / "r"))
     used = set(cache.index.id.iloc[np.concatenate([fit, test])])
     assert {"n0", "n1", "n2", "n3"} <= used and "4 labelled images without a mask" in note
+
+
+def test_channels_last_on_cpu_is_the_same_float32_computation():
+    """`train.channels_last` (default on, also on CPU) changes the memory layout only: the same
+    batch gives the same loss and gradients within float32 rounding, and the weights of a
+    channels-last model load into a plain one."""
+    from pneumoscope.stage1.engine import to_device
+    from pneumoscope.stage1.losses import CompositeLoss
+    from pneumoscope.stage1.unet import build_model
+
+    cfg = config.load("demo", ["model.encoder=resnet18"])
+    torch.manual_seed(0)
+    plain = build_model(cfg.model)
+    nhwc = build_model(cfg.model)
+    nhwc.load_state_dict(plain.state_dict())
+    nhwc = nhwc.to(memory_format=torch.channels_last)
+    rng = np.random.default_rng(0)
+    batch = {"image": torch.from_numpy(rng.standard_normal((4, 1, 64, 64), dtype=np.float32)),
+             "mask": torch.from_numpy((rng.random((4, 1, 64, 64)) > 0.9).astype(np.float32)), "label": torch.ones(4)}
+    loss_fn = CompositeLoss(cfg.loss)
+    grads = []
+    for model, cl in ((plain, False), (nhwc, True)):
+        x, y, label = to_device(batch, torch.device("cpu"), cl)
+        assert x.is_contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)
+        loss, _ = loss_fn(model(x), y, None, label)
+        loss.backward()
+        grads.append((loss.item(), model.encoder.conv1.weight.grad.clone()))
+    assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-5)
+    g0, g1 = grads[0][1], grads[1][1]  # first layer: summation order differs through 20 layers and BatchNorm
+    assert float((g0 - g1).norm() / g0.norm()) < 0.02
+    fresh = build_model(cfg.model)
+    fresh.load_state_dict(nhwc.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), nhwc.state_dict().values()))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_the_trainer_uses_the_layout_the_config_asks_for_on_cpu(tiny_synth, cache_dir, tmp_path, monkeypatch, channels_last):
+    from pneumoscope.stage1 import trainer, unet
+
+    built = []
+
+    def spy(cfg):
+        built.append(unet.build_model(cfg))
+        return built[-1]
+
+    monkeypatch.setattr(trainer, "build_model", spy)
+    train_seg(_cfg(tiny_synth, cache_dir, epochs=1, channels_last=str(channels_last).lower()), tmp_path / "run")
+    weight = built[0].encoder.layer1[0].conv1.weight  # 64 -> 64 channels: the two layouts differ
+    assert weight.is_contiguous(memory_format=torch.channels_last) == channels_last
+    assert (tmp_path / "run" / "best.safetensors").is_file()

@@ -48,7 +48,7 @@ def autocast(device: torch.device, enabled: bool):
 def to_device(batch: dict, device: torch.device, channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Image, mask and label of a batch on ``device``."""
     x = batch["image"].to(device, non_blocking=True)
-    if channels_last and device.type == "cuda":
+    if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     return x, batch["mask"].to(device, non_blocking=True), batch["label"].to(device, non_blocking=True)
 

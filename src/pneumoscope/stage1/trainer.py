@@ -102,7 +102,7 @@ def train_segmentation(cfg: Config, cache: Cache, split: np.ndarray, split_table
     model = build_model(cfg.model).to(device)
     if init_state is not None:
         model.load_state_dict(init_state)
-    if tc.channels_last and device.type == "cuda":
+    if tc.channels_last:
         model = model.to(memory_format=torch.channels_last)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     loss_fn = CompositeLoss(cfg.loss)

@@ -55,6 +55,10 @@ def overlay_grid(res: Stage2Result, path: Path, per_kind: int = 4, tile: int = 2
             t = cv2.resize(t, (tile, tile), interpolation=cv2.INTER_AREA)
             cv2.putText(t, f"p={res.p_after[i]:.2f}", (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 0), 1)
             tiles.append(t)
+        if not tiles:
+            empty = np.full((tile, tile, 3), 255, np.uint8)
+            cv2.putText(empty, f"none of {len(y)}", (8, tile // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (90, 90, 90), 1)
+            tiles.append(empty)
         tiles += [np.full((tile, tile, 3), 255, np.uint8)] * (per_kind - len(tiles))
         label = np.full((tile, 150, 3), 255, np.uint8)
         cv2.putText(label, kind, (6, tile // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
