@@ -158,6 +158,11 @@ CASES = [
      2, "--keep-uploads /sys/pneumoscope-uploads: not writable", "run"),
     ("bad config file", lambda ws: (ws["tmp"] / "bad.yaml").write_text("train: [unclosed"),
      ["train-seg", "--config", "{tmp}/bad.yaml", "--out", "{run}"], 2, "invalid YAML", "run"),
+    ("config file that is a list", lambda ws: (ws["tmp"] / "list.yaml").write_text("- data\n- train\n"),
+     ["train-seg", "--config", "{tmp}/list.yaml", "--out", "{run}"], 2, "a config file is a mapping of sections", "run"),
+    ("serve --port out of range", None, ["serve", "--run", "{run}", "--port", "99999"], 2,
+     "--port 99999: must be 0-65535", "run"),
+    ("serve --port negative", None, ["serve", "--run", "{run}", "--port", "-1"], 2, "--port -1: must be 0-65535", "run"),
 ]
 
 

@@ -167,6 +167,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     from .serve.app import create_app
 
+    if not 0 <= args.port <= 65535:
+        raise PneumoscopeError(f"--port {args.port}: must be 0-65535 (0 picks a free port)")
     app = create_app(args.run, args.max_upload_mb, args.keep_uploads, backend=args.backend,
                      max_megapixels=args.max_megapixels)
     sock = _listen(args.host, args.port)

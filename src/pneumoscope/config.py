@@ -307,6 +307,9 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None) -> 
             values = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as exc:
             raise PneumoscopeError(f"{p}: invalid YAML ({exc})") from exc
+        if not isinstance(values, dict):
+            raise PneumoscopeError(f"{p}: a config file is a mapping of sections (data:, model:, loss:, train:, ...), "
+                                   f"not a {type(values).__name__}")
     return from_dict(apply_overrides(values, overrides or []))
 
 

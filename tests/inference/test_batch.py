@@ -63,6 +63,17 @@ def test_resume_skips_done_files(run, inputs, tmp_path):
     assert r["predicted"] == 5 and len(pd.read_csv(out / "predictions.csv")) == 5
 
 
+def test_an_output_folder_inside_the_input_folder_is_never_read_as_input(run, inputs, capsys):
+    out = inputs / "pred"  # `predict DIR --out DIR/pred`, run twice
+    first = predict_files(run, [inputs], out, PredictOptions(backend="torch"))
+    again = predict_files(run, [inputs], out, PredictOptions(backend="torch"))
+    assert first["predicted"] == 25 and again["predicted"] == 0 and again["already_done"] == 25
+    table = pd.read_csv(out / "predictions.csv")
+    assert len(table) == 25 and not table.file.str.contains("/pred/").any()
+    assert main(["predict", "--run", str(run), str(out), "--out", str(out), "--backend", "torch"]) == 2
+    assert "the output folder" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_gradcam_tta_and_onnx_from_the_cli(run, inputs, tmp_path, capsys):
     out = tmp_path / "o"

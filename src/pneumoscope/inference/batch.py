@@ -159,9 +159,10 @@ def predict_files(run: str | Path, inputs: list[str | Path], out: str | Path, op
     sub_path = Path(opts.submission) if opts.submission else None
     if sub_path is not None and sub_path.is_dir():
         raise PneumoscopeError(f"--submission {sub_path}: is a folder; name the CSV file to write")
-    files = list(dict.fromkeys(f.resolve() for f in list_images(list(inputs))))  # one entry per file, however named
+    # one entry per file, however named; never the pictures of this or an earlier call under --out
+    files = list(dict.fromkeys(f.resolve() for f in list_images(list(inputs), skip=out)))
     if not files:
-        raise PneumoscopeError("no image files found in the inputs")
+        raise PneumoscopeError(f"no image files found in the inputs (the output folder {out} is not read)")
     folder = PredictionFolder(out, opts.gradcam, opts.overlay_size > 0)
     if not opts.resume:
         folder.csv.unlink(missing_ok=True)
