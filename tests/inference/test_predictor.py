@@ -54,7 +54,31 @@ def test_the_cli_gives_the_same_answer_as_the_api(model, stage2_run, tiny_synth,
         assert row.p_pneumothorax == pytest.approx(r.p_pneumothorax, abs=1e-6)
 
 
-@pytest.mark.parametrize("bad,needle", [(np.zeros((2, 3, 4)), "2-D"), ("/nonexistent.png", "file not found")])
+def test_integer_arrays_are_scaled_by_their_own_range(model, tiny_synth):
+    """pydicom's pixel_array (12-bit data in uint16, or signed) predicts like the same picture in uint8."""
+    path = sorted((tiny_synth / "png_images").glob("*_1_.png"))[0]
+    u8 = np.asarray(Image.open(path))
+    lo, hi = int(u8.min()), int(u8.max())
+    stretched = model.predict((u8.astype(np.float64) - lo) / (hi - lo))  # the same picture, full range
+    for arr in (((u8.astype(np.int64) - lo) * 16).astype(np.uint16), (u8.astype(np.int16) - 1000)):
+        other = model.predict(arr)
+        np.testing.assert_allclose(other.prob, stretched.prob, atol=1e-5)
+        assert other.p_pneumothorax == pytest.approx(stretched.p_pneumothorax, abs=1e-5)
+    white = model.predict(np.ones(u8.shape, np.float32))  # what integers > 1 became before: clipped to white
+    assert not np.allclose(white.prob, stretched.prob, atol=1e-2)
+    assert model.predict(u8 > 128).prob.shape == u8.shape  # bool: 0/1
+
+
+@pytest.mark.parametrize("bad,needle", [
+    (np.zeros((2, 3, 4)), "2-D"),
+    ("/nonexistent.png", "file not found"),
+    (np.zeros((64, 64, 3), np.uint8), "2-D greyscale image, got an array of shape \\(64, 64, 3\\)"),
+    (np.full((64, 64), np.nan, np.float32), "NaN or infinite"),
+    (np.full((64, 64), 300.0), "must be in \\[0, 1\\], got 300..300"),
+    (np.zeros((64, 64), complex), "got dtype complex128"),
+    (np.array([["a"] * 64] * 64), "got dtype <U1"),
+    (np.zeros((2, 2)), "too small for a radiograph"),
+])
 def test_bad_inputs_are_one_clear_error(model, bad, needle):
     with pytest.raises(PneumoscopeError, match=needle):
         model.predict(bad)

@@ -21,6 +21,7 @@ import torch
 
 from .. import config as config_mod
 from ..data.io import MIN_SIDE, check_pixels, read_image
+from ..data.pixels import scale01
 from ..data.transforms import model_input, to_model_size
 from ..device import resolve_device
 from ..errors import PneumoscopeError
@@ -116,8 +117,9 @@ class Predictor:
         self.notes += notes
 
     def predict_batch(self, images: list[np.ndarray], metas: list[dict] | None = None) -> list[Prediction]:
-        """Predictions of float [0, 1] greyscale images (H, W), each at its own size."""
+        """Predictions of greyscale images (H, W), each at its own size (arrays as in :func:`array_to_unit`)."""
         metas = metas if metas is not None else [{} for _ in images]
+        images = [array_to_unit(img) for img in images]
         for img in images:
             check_pixels("image", img.shape[1], img.shape[0], None, MIN_SIDE)
         u8, x = self.prepare(images)
@@ -134,15 +136,12 @@ class Predictor:
         return out
 
     def predict(self, image: str | Path | np.ndarray, metadata: dict | None = None) -> Prediction:
-        """Prediction of one radiograph: a DICOM/PNG/JPEG path, or a 2-D array (float in [0, 1] or uint8)."""
+        """Prediction of one radiograph: a DICOM/PNG/JPEG path, or a 2-D array (see :func:`array_to_unit`)."""
         if isinstance(image, (str, Path)):
             img, meta = read_image(image, min_side=MIN_SIDE)
             meta = {**meta, **(metadata or {})}
         else:
-            img = np.asarray(image)
-            if img.ndim != 2:
-                raise PneumoscopeError(f"expected a 2-D greyscale image, got an array of shape {img.shape}")
-            img = img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img.astype(np.float32)
+            img = array_to_unit(image)
             meta = dict(metadata or {})
         return self.predict_batch([img], [meta])[0]
 
@@ -153,6 +152,29 @@ class Predictor:
         _, x = self.prepare(images)
         heat = gradcam(self.model.float(), torch.from_numpy(x).to(self.device))
         return [cv2.resize(h, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR) for h, img in zip(heat, images)]
+
+
+def array_to_unit(image: Any) -> np.ndarray:
+    """A caller's 2-D array as float32 in [0, 1]: uint8 / 255; bool as 0/1; other integers (e.g.
+    pydicom's ``pixel_array``, 12-bit data in uint16) by their own minimum..maximum, as for 16-bit
+    PNGs; floats as they are, which must be finite and within [0, 1]. Anything else: one line."""
+    img = np.asarray(image)
+    if img.ndim != 2:
+        raise PneumoscopeError(f"expected a 2-D greyscale image, got an array of shape {img.shape}")
+    if img.dtype == np.uint8:
+        return img.astype(np.float32) / 255.0
+    if img.dtype == np.bool_:
+        return img.astype(np.float32)
+    if np.issubdtype(img.dtype, np.integer):
+        return scale01(img)
+    if not np.issubdtype(img.dtype, np.floating):
+        raise PneumoscopeError(f"expected a numeric greyscale image (uint8, integer or float), got dtype {img.dtype}")
+    if img.size and not np.isfinite(img).all():
+        raise PneumoscopeError("the image array holds NaN or infinite values")
+    if img.size and (img.min() < 0.0 or img.max() > 1.0):
+        raise PneumoscopeError(f"a float image must be in [0, 1], got {img.min():.4g}..{img.max():.4g} "
+                               "(pass integers to have them scaled by their own range)")
+    return img.astype(np.float32)
 
 
 def load_run(run: str | Path, backend: str = "auto", device: str = "auto", **options: Any) -> Predictor:
