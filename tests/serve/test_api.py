@@ -87,6 +87,13 @@ def test_bad_uploads_are_4xx_with_a_message(client, name, data, status, needle, 
     assert "object at 0x" not in detail and "Traceback" not in detail
 
 
+@pytest.mark.parametrize("kwargs", [{}, {"files": {"image": ("a.png", b"x")}}, {"data": {"file": "text, not a file"}}],
+                         ids=["no body", "another field name", "a text field"])
+def test_a_request_without_a_file_is_told_how_to_send_one(client, kwargs):
+    r = client.post("/predict", **kwargs)
+    assert r.status_code == 422 and "file field named 'file'" in r.json()["detail"]
+
+
 def test_unknown_id_and_path_like_ids(client):
     assert client.get("/predict/deadbeef/overlay.png").status_code == 404
     assert client.get("/predict/..%2F..%2Fetc%2Fpasswd/overlay.png").status_code == 404

@@ -21,6 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 from fastapi import FastAPI, HTTPException, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from .. import __version__
@@ -89,6 +90,15 @@ def create_app(run: str | Path, max_upload_mb: float = 50.0, keep_uploads: str |
                   description="Pneumothorax segmentation (U-Net) and detection (XGBoost) on chest radiographs.")
     _offline_docs(app)
     app.add_middleware(BodyLimit, limit=limit, label=f"{max_upload_mb:g} MB")
+
+    @app.exception_handler(RequestValidationError)
+    async def one_sentence(request, exc: RequestValidationError) -> JSONResponse:
+        """FastAPI's structured 422 as a sentence, like every other error of this server."""
+        missing = any(e.get("loc", [None])[-1] == "file" for e in exc.errors())
+        detail = ("send the radiograph as a multipart/form-data file field named 'file' "
+                  "(e.g. curl -F file=@scan.dcm URL/predict)") if missing else "; ".join(
+            f"{'.'.join(map(str, e.get('loc', [])))}: {e.get('msg')}" for e in exc.errors())
+        return JSONResponse({"detail": detail}, status_code=422)
 
     def infer(upload: UploadFile, filename: str) -> dict:
         t0 = time.perf_counter()
