@@ -55,6 +55,7 @@ VARIANTS: dict[str, list[str]] = {
     "demo-no-augment-no-warmup": [*DEMO, "data.augment=false", "train.warmup_epochs=0"],
     "demo-no-augment-dice-3": [*DEMO, "data.augment=false", "loss.dice=3"],
     "demo-no-augment-ema": [*DEMO, "data.augment=false", "train.ema_decay=0.98"],
+    "demo-no-augment-b4": [*DEMO, "data.augment=false", "train.batch_size=4"],
 }
 
 
