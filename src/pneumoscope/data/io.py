@@ -206,19 +206,13 @@ def encode_jpeg(image: np.ndarray, quality: int = 90) -> bytes:
     return buf.tobytes()
 
 
-def list_images(inputs: list[str | Path], skip: str | Path | None = None) -> list[Path]:
-    """Expand files and folders (recursively) into a sorted list of image files. Files found
-    inside the folder ``skip`` (an output folder under an input folder) are left out."""
+def list_images(inputs: list[str | Path]) -> list[Path]:
+    """Expand files and folders (recursively) into a sorted list of image files."""
     out: list[Path] = []
-    skipped = Path(skip).resolve() if skip is not None else None
-
-    def wanted(f: Path) -> bool:
-        return f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and (skipped is None or not f.resolve().is_relative_to(skipped))
-
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*") if wanted(f)))
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES))
         elif p.is_file():
             out.append(p)
         else:

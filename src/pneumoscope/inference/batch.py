@@ -160,7 +160,8 @@ def predict_files(run: str | Path, inputs: list[str | Path], out: str | Path, op
     if sub_path is not None and sub_path.is_dir():
         raise PneumoscopeError(f"--submission {sub_path}: is a folder; name the CSV file to write")
     # one entry per file, however named; never the pictures of this or an earlier call under --out
-    files = list(dict.fromkeys(f.resolve() for f in list_images(list(inputs), skip=out)))
+    own = Path(out).resolve()
+    files = [f for f in dict.fromkeys(f.resolve() for f in list_images(list(inputs))) if not f.is_relative_to(own)]
     if not files:
         raise PneumoscopeError(f"no image files found in the inputs (the output folder {out} is not read)")
     folder = PredictionFolder(out, opts.gradcam, opts.overlay_size > 0)

@@ -141,8 +141,7 @@ class Predictor:
             img, meta = read_image(image, min_side=MIN_SIDE)
             meta = {**meta, **(metadata or {})}
         else:
-            img = array_to_unit(image)
-            meta = dict(metadata or {})
+            img, meta = image, dict(metadata or {})  # converted by predict_batch
         return self.predict_batch([img], [meta])[0]
 
     def gradcam(self, images: list[np.ndarray]) -> list[np.ndarray]:
@@ -169,12 +168,13 @@ def array_to_unit(image: Any) -> np.ndarray:
         return scale01(img)
     if not np.issubdtype(img.dtype, np.floating):
         raise PneumoscopeError(f"expected a numeric greyscale image (uint8, integer or float), got dtype {img.dtype}")
-    if img.size and not np.isfinite(img).all():
-        raise PneumoscopeError("the image array holds NaN or infinite values")
-    if img.size and (img.min() < 0.0 or img.max() > 1.0):
-        raise PneumoscopeError(f"a float image must be in [0, 1], got {img.min():.4g}..{img.max():.4g} "
+    lo, hi = (float(img.min()), float(img.max())) if img.size else (0.0, 0.0)
+    if not (lo >= 0.0 and hi <= 1.0):  # min/max propagate NaN, so this one pass also catches it
+        if not np.isfinite(img).all():
+            raise PneumoscopeError("the image array holds NaN or infinite values")
+        raise PneumoscopeError(f"a float image must be in [0, 1], got {lo:.4g}..{hi:.4g} "
                                "(pass integers to have them scaled by their own range)")
-    return img.astype(np.float32)
+    return img.astype(np.float32, copy=False)
 
 
 def load_run(run: str | Path, backend: str = "auto", device: str = "auto", **options: Any) -> Predictor:

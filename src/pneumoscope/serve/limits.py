@@ -43,18 +43,28 @@ async def _drain(receive: Any) -> None:
             return
 
 
+async def _end_lingering(receive: Any, send: Any, last: dict) -> None:
+    """Send the response's last body part now, drop what is left of the request (``receive``; None:
+    nothing is left), then end the response, after which the server closes the connection."""
+    await send({**last, "more_body": True})
+    if receive is not None:
+        await _drain(receive)
+    await send({"type": "http.response.body", "body": b""})
+
+
 class BodyLimit:
     """ASGI middleware: at most ``limit`` bytes (plus multipart slack) of request body."""
 
     def __init__(self, app: Any, limit: int, label: str) -> None:
         self.app, self.limit, self.label = app, limit + SLACK, label
 
-    async def _reject(self, send: Any) -> None:
+    async def _reject(self, receive: Any, send: Any) -> None:
+        """413 for a declared length over the limit, then a lingering close."""
         body = json.dumps({"detail": f"upload larger than {self.label}"}).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                                 (b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": body, "more_body": True})
+        await _end_lingering(receive, send, {"type": "http.response.body", "body": body})
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
@@ -62,9 +72,7 @@ class BodyLimit:
             return
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._reject(send)
-            await _drain(receive)
-            await send({"type": "http.response.body", "body": b""})
+            await self._reject(receive, send)
             return
         received, over, rest = 0, False, False
 
@@ -81,10 +89,8 @@ class BodyLimit:
 
         async def lingering(message: dict) -> None:
             if over and message["type"] == "http.response.body" and not message.get("more_body", False):
-                await send({**message, "more_body": True})  # the 413 goes out now ...
-                if rest:
-                    await _drain(receive)  # ... what is left of the body is dropped ...
-                message = {"type": "http.response.body", "body": b""}  # ... then the response ends and uvicorn closes
+                await _end_lingering(receive if rest else None, send, message)
+                return
             await send(message)
 
         await self.app(scope, counted, lingering)
