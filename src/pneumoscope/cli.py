@@ -166,35 +166,18 @@ def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     from .serve.app import create_app
+    from .serve.listen import listen
 
-    if not 0 <= args.port <= 65535:
-        raise PneumoscopeError(f"--port {args.port}: must be 0-65535 (0 picks a free port)")
-    app = create_app(args.run, args.max_upload_mb, args.keep_uploads, backend=args.backend,
-                     max_megapixels=args.max_megapixels)
-    sock = _listen(args.host, args.port)
+    sock = listen(args.host, args.port)  # first: a bad or taken port fails before the model loads
+    try:
+        app = create_app(args.run, args.max_upload_mb, args.keep_uploads, backend=args.backend,
+                         max_megapixels=args.max_megapixels)
+    except BaseException:
+        sock.close()
+        raise
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     print(f"serving {args.run} on http://{args.host}:{sock.getsockname()[1]}/ (viewer at /, API docs at /docs)", flush=True)
     server.run(sockets=[sock])
-
-
-def _listen(host: str, port: int):
-    """A listening socket, or one line saying why there is none (before anything claims to serve)."""
-    import socket
-
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise PneumoscopeError(f"--host {host}: cannot resolve ({exc.strerror})") from exc
-    family, _, _, _, addr = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind(addr)
-        sock.listen(2048)
-    except OSError as exc:
-        sock.close()
-        raise PneumoscopeError(f"cannot listen on {host}:{port} ({exc.strerror})") from exc
-    return sock
 
 
 def build_parser() -> argparse.ArgumentParser:
