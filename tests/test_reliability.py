@@ -16,6 +16,7 @@ from PIL import Image
 
 from pneumoscope.cli import main
 from pneumoscope.data import rle
+from pneumoscope.locks import LOCK
 from tests.helpers import FAST, free_port, one_error_line, write_dicom
 
 RUN_ARGS = ["--encoder", "resnet18", "--epochs", "1", *FAST, "--set", "data.val_fraction=0.25", "--set", "data.test_fraction=0.25"]
@@ -38,7 +39,7 @@ def header_only_png(path: Path, width: int, height: int) -> Path:
 def snapshot(folder: Path) -> dict[str, str]:
     """Every file under ``folder`` with the hash of its bytes."""
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+            for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.startswith(LOCK)}
 
 
 @pytest.fixture

@@ -77,8 +77,12 @@ def test_derived_files_of_other_weights_are_ignored(tmp_path):
     run.memo["x"] = object()
     run.save_weights({"w": torch.zeros(2)}, config.load("demo"), SPLIT, {})  # new weights, files left in place
     assert run.memo == {} and run.read_postprocess() is None and run.read_backend_memo() == {}
-    (tmp_path / runs.POSTPROCESS).write_text('{"top": 0.5, "wei')  # cut short
-    assert run.read_postprocess() is None
+    assert run.notes == [f"{tmp_path}: {runs.STALE_NOTE[runs.POSTPROCESS]}"]  # said, once
+    run.read_postprocess()
+    assert len(run.notes) == 1
+    (tmp_path / runs.POSTPROCESS).write_text('{"top": 0.5, "wei')  # damaged: every file is written whole, so never cut short
+    with pytest.raises(PneumoscopeError, match="postprocess.json: is not valid JSON"):
+        run.read_postprocess()
 
 
 def test_a_cut_resume_checkpoint_is_one_clear_error(tmp_path):

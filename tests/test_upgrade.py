@@ -40,7 +40,10 @@ def test_old_run_is_refused_then_upgraded(old_run, stage2_run, tiny_synth, tmp_p
     assert main(["predict", "--run", str(old_run.root), image, "--out", str(tmp_path / "p")]) == 2
     line = one_error_line(capsys)
     assert "older pneumoscope" in line and f"pneumoscope upgrade-run --run {old_run.root}" in line
-    assert main(["upgrade-run", "--run", str(old_run.root)]) == 0
+    assert main(["upgrade-run", "--run", str(old_run.root)]) == 2  # the classifier is a pickle: asked for explicitly
+    assert "can run code" in (line := one_error_line(capsys)) and "--trust-pickles" in line
+    assert (old_run.root / "best.pt").exists() and (old_run.stage2_dir / "classifier.joblib").exists()
+    assert main(["upgrade-run", "--run", str(old_run.root), "--trust-pickles"]) == 0
     assert "converted best.pt" in capsys.readouterr().out
     assert not (old_run.root / "best.pt").exists() and not (old_run.stage2_dir / "classifier.joblib").exists()
     assert main(["predict", "--run", str(old_run.root), image, "--out", str(tmp_path / "p2"), "--backend", "torch"]) == 0

@@ -158,7 +158,7 @@ def cmd_train_cls(args: argparse.Namespace) -> None:
 def cmd_upgrade_run(args: argparse.Namespace) -> None:
     from .upgrade import upgrade_run
 
-    for line in upgrade_run(args.run):
+    for line in upgrade_run(args.run, args.trust_pickles):
         print(f"converted {line}")
 
 
@@ -274,7 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("upgrade-run", help="convert a run folder of pneumoscope 0.1 (pickles) to safe formats")
-    s.add_argument("--run", required=True, help="a run folder you trust (its old files are unpickled once)")
+    s.add_argument("--run", required=True, help="the run folder to convert")
+    s.add_argument("--trust-pickles", action="store_true", help="unpickle the old files where plain loading does not "
+                   "suffice (the stage-2 classifier always needs it); unpickling can run code: only for folders you trust")
     s.set_defaults(func=cmd_upgrade_run)
 
     s = sub.add_parser("train-cls", help="stage 2: features + tuned XGBoost on a trained stage-1 run")

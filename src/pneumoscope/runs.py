@@ -27,6 +27,7 @@ from typing import Any
 import pandas as pd
 
 from . import config as config_mod
+from . import locks, schema
 from .config import Config
 from .errors import BadItemError, PneumoscopeError
 from .files import atomic_write, json_text, read_json, tmp_name, write_csv, write_json
@@ -54,6 +55,18 @@ LEGACY_BEST, LEGACY_CLASSIFIER = "best.pt", "classifier.joblib"  # pickles writt
 
 # What was derived from a run's weights: removed when new weights replace them.
 DERIVED = (ONNX, EXPORT_REPORT, BACKEND_MEMO, BACKEND_PROBE, POSTPROCESS, STAGE2)
+SPLIT_NAMES = ("train", "val", "test")
+
+# Derived files that change answers: what to say when they belong to other weights, and what to
+# do when they are damaged. (The export, backend memo and probe are caches, rebuilt silently.)
+STALE_NOTE = {POSTPROCESS: "the post-processing rule was searched for other weights: the plain threshold is used "
+                           "(rerun train-seg to search it again)",
+              S2_SUMMARY: "stage 2 was fitted on other weights: no P(pneumothorax) (rerun train-cls)"}
+REMEDY = {POSTPROCESS: "delete it to use the plain threshold, or rerun train-seg",
+          S2_SUMMARY: "rerun train-cls", S2_CLASSIFIER: "rerun train-cls", S2_FEATURE_NAMES: "rerun train-cls",
+          EXPORT_REPORT: "delete it (the export is made again when needed)",
+          BACKEND_MEMO: "delete it (the backend is chosen again when needed)",
+          BEST: "train again into this folder", SPLIT: "train again into this folder"}
 
 
 def _sha(data: bytes) -> str:
@@ -69,6 +82,7 @@ class Run:
         self._config: Config | None = None
         self._weights_meta: tuple[int, dict] | None = None
         self.memo: dict[Any, Any] = {}  # objects built from the best weights (cleared when they change)
+        self.notes: list[str] = []  # what a reader should be told once (derived files of other weights ignored)
 
     def __repr__(self) -> str:
         return f"Run({str(self.root)!r})"
@@ -77,6 +91,19 @@ class Run:
         return self.root / name
 
     # -- the folder ---------------------------------------------------------------------
+    def writing(self, what: str):
+        """Hold the folder's write lock (``with run.writing("train-cls"): ...``): a second writer,
+        in another process, is refused with one line naming this one."""
+        return locks.hold(self.root, what)
+
+    def writer_elsewhere(self) -> str | None:
+        """The process writing into this run now (e.g. training it), when it is not this one."""
+        return locks.holder(self.root)
+
+    def _note(self, line: str) -> None:
+        if line not in self.notes:
+            self.notes.append(line)
+
     def require(self) -> Run:
         """Raise unless this is a run folder (it has a saved config)."""
         if self.root.exists() and not self.root.is_dir():
@@ -163,7 +190,17 @@ class Run:
         path = self._p(SPLIT)
         if not path.is_file():
             return None
-        return pd.read_csv(path, dtype={"id": str, "patient_id": str}, keep_default_na=False)
+        try:
+            split = pd.read_csv(path, dtype={"id": str, "patient_id": str}, keep_default_na=False)
+        except (ValueError, pd.errors.ParserError) as exc:
+            raise schema.fail(path, None, f"is not a readable CSV ({' '.join(str(exc).split())[:120]})", REMEDY[SPLIT]) from exc
+        for col in ("id", "split"):
+            if col not in split.columns:
+                raise schema.fail(path, col, "is missing (a column)", REMEDY[SPLIT])
+        bad = sorted(set(split["split"]) - set(SPLIT_NAMES))
+        if bad:
+            raise schema.fail(path, "split", f"holds {bad[0]!r}, not one of {', '.join(SPLIT_NAMES)}", REMEDY[SPLIT])
+        return split
 
     def write_split(self, split: pd.DataFrame) -> None:
         """Save the train/val/test assignment."""
@@ -227,6 +264,14 @@ class Run:
                 raise PneumoscopeError(f"{path}: unreadable weights ({' '.join(str(exc).split())})") from exc
             if "config" not in meta:
                 raise PneumoscopeError(f"{path}: not weights written by pneumoscope (no config in its header)")
+            schema.check(meta, schema.WEIGHTS_HEADER, f"{path} (header)", REMEDY[BEST])
+            for key in ("config", "state"):
+                try:
+                    value = json.loads(meta[key])
+                except ValueError:
+                    value = None
+                if not isinstance(value, dict):
+                    raise schema.fail(f"{path} (header)", key, "is not a JSON mapping", REMEDY[BEST])
             self._weights_meta = (stamp, meta)
         return self._weights_meta[1]
 
@@ -275,10 +320,20 @@ class Run:
         if not path.is_file():
             raise PneumoscopeError(f"{self.root}: nothing to resume (no {LAST}); train without --resume")
         try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, ValueError) as exc:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            text = " ".join(str(exc).split())
+            if "Weights only load failed" in text and "Unsupported" in text:  # torch refused a global: code, not data
+                raise PneumoscopeError(f"{path}: not a pneumoscope checkpoint (unsafe pickle refused: "
+                                       f"{text.split('Unsupported', 1)[1][:120].strip()}); delete it and train without --resume") from exc
+            raise PneumoscopeError(f"{path}: cannot resume from it, the file is cut short or corrupt "
+                                   f"({text[:160]}); train again without --resume") from exc
+        except (RuntimeError, EOFError, OSError, ValueError) as exc:
             raise PneumoscopeError(f"{path}: cannot resume from it, the file is cut short or corrupt "
                                    f"({' '.join(str(exc).split())[:160]}); train again without --resume") from exc
+        if not isinstance(state, dict) or "model" not in state:
+            raise PneumoscopeError(f"{path}: not a pneumoscope checkpoint (no model state in it); train again without --resume")
+        return state
 
     # -- metrics and skipped items ------------------------------------------------------
     @property
@@ -322,11 +377,22 @@ class Run:
         """Whether a derived file stamped with ``weights_id`` belongs to the current best weights."""
         return self.has_weights() and weights_id == self.weights_id()
 
-    def _read_derived(self, path: Path) -> dict | None:
-        data = read_json(path) if path.is_file() else None
-        if not isinstance(data, dict) or not self._of_current_weights(data.get("weights_id")):
-            return None  # missing, cut short, or derived from other weights
-        return data
+    def _read_derived(self, path: Path, fields: dict | None = None) -> dict | None:
+        """A derived file checked against its schema: None when it is missing or belongs to other
+        weights (said once in :attr:`notes` for the files that change answers); a damaged one raises."""
+        if not path.is_file():
+            return None
+        remedy = REMEDY.get(path.name, "delete it")
+        try:
+            data = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as exc:  # every file here is written whole (tmp + rename)
+            raise schema.fail(path, None, f"is not valid JSON ({' '.join(str(exc).split())[:80]})", remedy) from exc
+        schema.check(data, {"weights_id": schema.WEIGHTS_ID}, path, remedy)
+        if not self._of_current_weights(data["weights_id"]):
+            if path.name in STALE_NOTE:
+                self._note(f"{self.root}: {STALE_NOTE[path.name]}")
+            return None
+        return schema.check(data, fields, path, remedy) if fields else data
 
     def adopt_derived(self) -> list[str]:
         """Stamp the derived files with the current weights id (only for the same weights saved
@@ -341,7 +407,10 @@ class Run:
 
     def read_postprocess(self) -> dict | None:
         """The post-processing rule searched on validation (with its scores), or None."""
-        return self._read_derived(self._p(POSTPROCESS))
+        rule = self._read_derived(self._p(POSTPROCESS), schema.POSTPROCESS)
+        if rule is not None and rule["bottom"] > rule["top"]:
+            raise schema.fail(self._p(POSTPROCESS), "bottom", f"is {rule['bottom']}, above top {rule['top']}", REMEDY[POSTPROCESS])
+        return rule
 
     def write_postprocess(self, rule: dict) -> None:
         """Save the post-processing rule."""
@@ -354,7 +423,7 @@ class Run:
 
     def current_onnx(self) -> Path | None:
         """The ONNX export when it exists, passed its parity check and is of the current weights."""
-        report = self._read_derived(self._p(EXPORT_REPORT))
+        report = self._read_derived(self._p(EXPORT_REPORT), schema.EXPORT_REPORT)
         ok = report is not None and report.get("passed") and self.onnx_path.is_file()
         return self.onnx_path if ok else None
 
@@ -364,7 +433,11 @@ class Run:
 
     def read_backend_memo(self) -> dict:
         """Backend choices remembered per machine (for the current weights)."""
-        return self._read_derived(self._p(BACKEND_MEMO)) or {}
+        memo = self._read_derived(self._p(BACKEND_MEMO)) or {}
+        for key, entry in memo.items():
+            if key != "weights_id":
+                schema.check(entry, {"backend": schema.Text()}, self._p(BACKEND_MEMO), REMEDY[BACKEND_MEMO], f"{key}.")
+        return memo
 
     def write_backend_memo(self, memo: dict) -> None:
         """Save the backend choices."""
@@ -402,7 +475,9 @@ class Run:
 
     def has_classifier(self) -> bool:
         """Whether a stage-2 classifier of the current weights is there (an old pickled one raises)."""
-        if self._read_derived(self.stage2_dir / S2_SUMMARY) is not None and (self.stage2_dir / S2_CLASSIFIER).is_file():
+        if self._read_derived(self.stage2_dir / S2_SUMMARY, schema.STAGE2_SUMMARY) is not None:
+            if not (self.stage2_dir / S2_CLASSIFIER).is_file():
+                raise schema.fail(self.stage2_dir / S2_CLASSIFIER, None, "is missing beside its summary", REMEDY[S2_CLASSIFIER])
             return True
         self._refuse_legacy()
         return False
@@ -438,11 +513,29 @@ class Run:
         d = self.stage2_dir
         if not self.has_classifier():
             raise PneumoscopeError(f"{self.root}: no stage-2 classifier for its current weights (run train-cls first)")
-        spec = read_json(d / S2_CLASSIFIER)
-        if not isinstance(spec, dict):
-            raise PneumoscopeError(f"{d / S2_CLASSIFIER}: unreadable; run train-cls again")
-        boosters = [(d / S2_BOOSTER.format(i)).read_bytes() for i in range(int(spec.get("n_boosters", 0)))]
-        return spec, boosters, self._read_derived(d / S2_SUMMARY)
+        summary = self._read_derived(d / S2_SUMMARY, schema.STAGE2_SUMMARY)
+        path, remedy = d / S2_CLASSIFIER, REMEDY[S2_CLASSIFIER]
+        spec = read_json(path)
+        schema.check(spec, schema.CLASSIFIER, path, remedy)
+        if len(spec["members"]) != spec["n_boosters"]:
+            raise schema.fail(path, "members", f"lists {len(spec['members'])} members for {spec['n_boosters']} boosters", remedy)
+        for i, member in enumerate(spec["members"]):
+            schema.check(member, {"calibration": schema.Any_((dict,), optional=True)}, path, remedy, f"members[{i}].")
+            schema.check_calibration(member.get("calibration"), path, f"members[{i}].calibration", remedy)
+        boosters = []
+        for i in range(spec["n_boosters"]):
+            booster = d / S2_BOOSTER.format(i)
+            if not booster.is_file():
+                raise schema.fail(booster, None, "is missing", remedy)
+            boosters.append(booster.read_bytes())
+        names = read_json(d / S2_FEATURE_NAMES)
+        if not isinstance(names, list) or len(names) != summary["n_features"] or not all(isinstance(n, str) for n in names):
+            raise schema.fail(d / S2_FEATURE_NAMES, None, f"is not a list of {summary['n_features']} feature names", remedy)
+        return spec, boosters, summary
+
+    def booster_name(self, i: int) -> Path:
+        """Where the ``i``-th booster of the stage-2 classifier is."""
+        return self.stage2_dir / S2_BOOSTER.format(i)
 
 
 class Study:

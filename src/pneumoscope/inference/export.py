@@ -79,6 +79,11 @@ def _write_onnx(wrapper: nn.Module, x: torch.Tensor, path: Path, names: list[str
 def export_onnx(run: str | Path | Run, out: str | Path | None = None) -> tuple[Path, dict]:
     """Export the run's best weights to ONNX (in the run folder, or ``out``); raises when parity fails."""
     run = run if isinstance(run, Run) else Run(run)
+    with run.writing("export"):
+        return _export(run, out)
+
+
+def _export(run: Run, out: str | Path | None) -> tuple[Path, dict]:
     model, cfg = load_model(run, torch.device("cpu"))
     path = Path(out) if out else run.onnx_path
     if path.is_dir():

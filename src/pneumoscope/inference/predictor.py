@@ -60,9 +60,15 @@ class Predictor:
                  say: Callable[[str], None] | None = None) -> None:
         opts.check()
         self.say = say or (lambda line: None)  # progress of slow first-call steps (the CLI prints them)
+        warn = say or _warn  # what must never go unsaid: a warning for the Python API
         self.run = run if isinstance(run, Run) else Run(run)
         self.run.require()
         self.opts = opts
+        busy = self.run.writer_elsewhere()
+        self.read_only = busy is not None  # a folder being trained: use what is saved, write nothing into it
+        if busy:
+            warn(f"{self.run.root}: being written by {busy}; its weights may still change, and nothing is "
+                 "written into it (no export, no remembered backend)")
         self.device = resolve_device(opts.device)
         self.config = cfg = config_mod.from_dict(self.run.weights_config())  # the U-Net is built when first needed
         self.size, self.threshold, self.encoder = cfg.data.size, cfg.train.threshold, cfg.model.encoder
@@ -76,6 +82,8 @@ class Predictor:
             from ..stage2.model import Stage2Model
 
             self.stage2 = Stage2Model.load(self.run, self.model, self.device)
+        for line in self.run.notes:  # derived files of other weights, ignored: said once, never silently
+            warn(line)
 
     @cached_property
     def model(self) -> torch.nn.Module:
@@ -101,7 +109,10 @@ class Predictor:
         onnx_path = None
         if self.opts.backend in ("auto", "onnx"):
             onnx_path = self.run.current_onnx()
-            if onnx_path is None:
+            if onnx_path is None and self.read_only:
+                if self.opts.backend == "onnx":
+                    raise PneumoscopeError(f"onnx backend unavailable: {self.run.root} is being written by another process")
+            elif onnx_path is None:
                 try:
                     from .export import export_onnx
 
@@ -113,7 +124,7 @@ class Predictor:
                     self.notes.append(f"onnx unavailable ({exc})")
         thresholds = tuple(sorted({self.threshold, self.rule.top, self.rule.bottom}))
         self.backend, notes = select.choose(lambda: self.model, self.device, x, self.opts.backend, self.opts.precision,
-                                            self.opts.compile, onnx_path, self.run, thresholds, self.say)
+                                            self.opts.compile, onnx_path, None if self.read_only else self.run, thresholds, self.say)
         self.notes += notes
 
     def predict_batch(self, images: list[np.ndarray], metas: list[dict] | None = None) -> list[Prediction]:
@@ -151,6 +162,16 @@ class Predictor:
         _, x = self.prepare(images)
         heat = gradcam(self.model.float(), torch.from_numpy(x).to(self.device))
         return [cv2.resize(h, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR) for h, img in zip(heat, images)]
+
+
+class PneumoscopeWarning(UserWarning):
+    """Something a Python API user must be told: a derived file ignored, a folder being trained."""
+
+
+def _warn(line: str) -> None:
+    import warnings
+
+    warnings.warn(line, PneumoscopeWarning, stacklevel=4)
 
 
 def array_to_unit(image: Any) -> np.ndarray:

@@ -149,10 +149,13 @@ def choose(model: nn.Module | Callable[[], nn.Module], device: torch.device, x: 
     if memo is not None:
         known[key] = {"backend": best.name, "ms_per_image": timings}
         try:
-            memo.write_backend_memo(known)
-            memo.write_backend_probe(probe, ref_prob)
+            with memo.writing("predict (backend choice)"):
+                memo.write_backend_memo(known)
+                memo.write_backend_probe(probe, ref_prob)
         except OSError as exc:  # a read-only run folder: choose again next time
             notes.append(f"backend choice not remembered ({exc.strerror})")
+        except PneumoscopeError as exc:  # another process writes into the run (e.g. trains it)
+            notes.append(f"backend choice not remembered ({exc})")
     return best, notes
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,13 @@ def train_seg(cfg: Config, out: str | Run, resume: bool = False, cache: Cache | 
     run = out if isinstance(out, Run) else Run(out)
     check_training_config(cfg)
     check_writable_folder(run.root)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 writes, and holds the folder
+        return _train_seg(cfg, run, resume, cache, skipped)
+    with run.writing("train-seg"):
+        return _train_seg(cfg, run, resume, cache, skipped)
+
+
+def _train_seg(cfg: Config, run: Run, resume: bool, cache: Cache | None, skipped: list | None) -> dict:
     resume_state = None
     if resume and run.has_resume_state():
         resume_state = run.load_resume_state()
@@ -167,6 +175,7 @@ def evaluate_seg(run: str | Run, data: str | None = None, split: str = "auto", l
     if out is not None and Path(out).is_dir():
         raise PneumoscopeError(f"--out {out}: is a folder; name the JSON file to write")
     data_cfg = dataclasses.replace(cfg.data, path=data if data else cfg.data.path, layout=layout if data else cfg.data.layout,
+                                   extra_paths=() if data else cfg.data.extra_paths,  # other data: exactly that folder
                                    skip_bad=skip_bad or cfg.data.skip_bad)
     cfg = dataclasses.replace(cfg, data=data_cfg)
     cache, skipped = prepare_data(cfg)
@@ -186,6 +195,12 @@ def evaluate_seg(run: str | Run, data: str | None = None, split: str = "auto", l
         rows = np.flatnonzero(has_mask & (part_of == split))
     if len(rows) == 0:
         raise PneumoscopeError(f"no images with masks in split {split!r}")
+    with run.writing("evaluate-seg"):
+        return _evaluate_and_save(run, cfg, cache, rows, split, skipped, same_data, data, out)
+
+
+def _evaluate_and_save(run: Run, cfg: Config, cache: Cache, rows: np.ndarray, split: str, skipped: list,
+                       same_data: bool, data: str | None, out: str | None) -> dict:
     metrics = evaluate_rows(run, cache, rows)
     metrics.update(split=split, data=str(cfg.data.path or "synthetic"), encoder=cfg.model.encoder,
                    n_skipped=len(skipped))

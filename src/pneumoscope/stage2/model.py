@@ -29,9 +29,11 @@ class Stage2Model:
         """The run's classifier, or None when the run has none."""
         if not run.has_classifier():
             return None
-        spec, boosters, summary = run.load_classifier()
+        spec, boosters, summary = run.load_classifier()  # checked against its schema: one line when damaged
+        names = [str(run.booster_name(i)) for i in range(len(boosters))]
+        classifier = PortableClassifier.from_data(spec, boosters, names, int(summary["n_features"]))
         phi = build_extractor(summary["feature_extractor"], unet)[0].to(device)
-        return cls(PortableClassifier.from_data(spec, boosters), phi, float(summary["threshold"]), device)
+        return cls(classifier, phi, float(summary["threshold"]), device)
 
     def probability(self, images_u8: np.ndarray, probs: np.ndarray, cls_logits: np.ndarray | None,
                     metas: list[dict]) -> np.ndarray:

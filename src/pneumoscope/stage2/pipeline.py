@@ -100,6 +100,11 @@ def train_cls(run: str | Path | Run, cfg: Config | None = None, device: torch.de
     ``cache``: the stage-1 dataset's cache, when the caller has it open (``run`` passes it)."""
     run = run if isinstance(run, Run) else Run(run)
     cfg = cfg or run.read_config()
+    with run.writing("train-cls"):
+        return _train_cls(run, cfg, device, cache)
+
+
+def _train_cls(run: Run, cfg: Config, device: torch.device | None, cache: Cache | None) -> Stage2Result:
     s2 = cfg.stage2
     device = device or resolve_device("auto")
     unet, _ = load_model(run, device)

@@ -82,8 +82,10 @@ class PortableClassifier:
         return spec, [bytes(m.booster.save_raw("ubj")) for m in self.members]
 
     @classmethod
-    def from_data(cls, spec: dict, boosters: list[bytes]) -> PortableClassifier:
-        """Rebuild from :meth:`to_data` output."""
+    def from_data(cls, spec: dict, boosters: list[bytes], names: list[str] | None = None,
+                  n_features: int | None = None) -> PortableClassifier:
+        """Rebuild from :meth:`to_data` output. ``names``: what to call each booster in messages;
+        ``n_features``: the number of features each booster must take."""
         import xgboost as xgb
 
         if not isinstance(spec, dict) or spec.get("format") != FORMAT:
@@ -91,8 +93,16 @@ class PortableClassifier:
         if len(boosters) != len(spec["members"]):
             raise PneumoscopeError("the saved classifier is incomplete (boosters missing)")
         members = []
-        for m, raw in zip(spec["members"], boosters):
+        for i, (m, raw) in enumerate(zip(spec["members"], boosters)):
+            name = names[i] if names else f"booster {i}"
             booster = xgb.Booster()
-            booster.load_model(bytearray(raw))
+            try:
+                booster.load_model(bytearray(raw))
+                got = booster.num_features()
+            except xgb.core.XGBoostError as exc:
+                first = " ".join(str(exc).split("Stack trace")[0].split())[:120]
+                raise PneumoscopeError(f"{name}: not an XGBoost model that loads ({first}); rerun train-cls") from exc
+            if n_features is not None and got != n_features:
+                raise PneumoscopeError(f"{name}: takes {got} features, the classifier's summary says {n_features}; rerun train-cls")
             members.append(Member(booster, m["calibration"]))
         return cls(members)

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from .. import locks
 from ..config import Config
 from ..data.cache import Cache
 from ..data.prepare import prepare_data
+from ..files import check_writable_folder
 from ..runs import Run, Study
 from ..stage1.pipeline import METRIC_KEYS, train_seg
 from ..stage1.unet import canonical_encoder
@@ -55,6 +57,12 @@ def run_study(cfg: Config, out: str | Path) -> dict:
     for enc in cfg.encoders:
         canonical_encoder(enc)  # fail on a bad name before any work
     study = Study(out)
+    check_writable_folder(study.root)
+    with locks.hold(study.root, "run"):
+        return _run_study(cfg, study)
+
+
+def _run_study(cfg: Config, study: Study) -> dict:
     cache, skipped = prepare_data(cfg)  # indexed and cached once for every encoder and stage 2
     study.create()
     study.write_config(cfg)
