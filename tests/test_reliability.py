@@ -94,7 +94,7 @@ def _dicom_cut_short(ws) -> None:
 def _undecodable_dicom(ws) -> None:
     from tests.dicom_samples import PYDICOM_FILES
 
-    shutil.copy(PYDICOM_FILES / "JPEG2000-embedded-sequence-delimiter.dcm", ws["tmp"] / "good" / "broken_j2k.dcm")
+    shutil.copy(PYDICOM_FILES / "JPEG-lossy.dcm", ws["tmp"] / "good" / "broken_jpeg.dcm")
 
 
 # id, setup, argv (with {placeholders}), exit code, message fragment, folder that must not change

@@ -283,8 +283,39 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise PneumoscopeError(f"--set {key}: {part} is not a section")
-        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+        node[parts[-1]] = parse_yaml(raw, f"--set {key}") if raw.strip() else None
     return out
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing duplicate keys (a second ``train:`` block silently replaced
+    the first) and aliases (``*name``: a few hundred bytes of nested aliases expand to gigabytes;
+    a config has no need of them)."""
+
+    def compose_node(self, parent, index):  # noqa: ANN001 - PyYAML's signature
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.YAMLError(f"alias *{event.anchor} at line {event.start_mark.line + 1}: aliases are not allowed "
+                                 "in config files; write the values out")
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):  # noqa: ANN001 - PyYAML's signature
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise yaml.YAMLError(f"key {key!r} appears twice (lines {seen[key]} and {line}); keep one")
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """YAML text parsed by the strict loader; one line naming ``where`` when it is refused."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise PneumoscopeError(f"{where}: invalid YAML ({' '.join(str(exc).split())})") from exc
 
 
 def resolve_config_path(name: str | Path) -> Path:
@@ -303,10 +334,7 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None) -> 
     values: dict[str, Any] = {}
     if path is not None:
         p = resolve_config_path(path)
-        try:
-            values = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise PneumoscopeError(f"{p}: invalid YAML ({exc})") from exc
+        values = parse_yaml(p.read_text(), str(p)) or {}
         if not isinstance(values, dict):
             raise PneumoscopeError(f"{p}: a config file is a mapping of sections (data:, model:, loss:, train:, ...), "
                                    f"not a {type(values).__name__}")

@@ -8,11 +8,15 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from .errors import PneumoscopeError
+
+# Text files hold file names, and a Linux file name may be any bytes: those that are not UTF-8 are
+# kept as they are (Python's surrogateescape), so every name round-trips.
+ENCODING = ("utf-8", "surrogateescape")
 
 
 def _clean(value: Any) -> Any:
@@ -31,14 +35,33 @@ def tmp_name(path: Path) -> Path:
 
 
 def atomic_write(path: str | Path, data: bytes | str) -> None:
-    """Write ``data`` to ``path`` through a temporary file, fsync and a rename."""
+    """Write ``data`` to ``path`` through a temporary file, fsync and a rename. When the write
+    fails (a full disk), the temporary file is removed and the error names ``path``."""
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            fh.write(data.encode(*ENCODING) if isinstance(data, str) else data)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    write_via_tmp(path, write)
+
+
+def write_via_tmp(path: str | Path, write: Callable[[Path], None]) -> None:
+    """``write(tmp)`` then rename ``tmp`` to ``path``. When writing fails (e.g. "No space left on
+    device"), the temporary file is removed and the OSError names ``path``."""
     path = Path(path)
     tmp = tmp_name(path)
-    with open(tmp, "wb") as fh:
-        fh.write(data.encode() if isinstance(data, str) else data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.filename is None or Path(exc.filename) == tmp:
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def json_text(data: Any) -> str:

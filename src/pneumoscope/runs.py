@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import uuid
 from pathlib import Path
@@ -30,7 +29,7 @@ from . import config as config_mod
 from . import locks, schema
 from .config import Config
 from .errors import BadItemError, PneumoscopeError
-from .files import atomic_write, json_text, read_json, tmp_name, write_csv, write_json
+from .files import atomic_write, json_text, read_json, write_csv, write_json, write_via_tmp
 
 CONFIG = "config.yaml"
 SPLIT = "split.csv"
@@ -243,10 +242,8 @@ class Run:
         meta = {"format": "pneumoscope-unet/1", "weights_id": uuid.uuid4().hex,
                 "config": json.dumps(config_mod.to_dict(cfg)), "split_sha": _sha(self.split_text(split).encode()),
                 "state": json.dumps({k: v for k, v in train_state.items() if k != "history"})}
-        path = self._p(BEST)
-        tmp = tmp_name(path)
-        save_file({k: v.detach().contiguous().cpu() for k, v in state_dict.items()}, str(tmp), metadata=meta)
-        os.replace(tmp, path)
+        tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
+        write_via_tmp(self._p(BEST), lambda tmp: save_file(tensors, str(tmp), metadata=meta))
         self.memo.clear()
         self._weights_meta = None
 
@@ -305,10 +302,7 @@ class Run:
         """The resume checkpoint: weights, optimizer, scheduler, early-stopping and RNG state."""
         import torch
 
-        path = self._p(LAST)
-        tmp = tmp_name(path)
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
+        write_via_tmp(self._p(LAST), lambda tmp: torch.save(payload, tmp))
 
     def load_resume_state(self) -> dict:
         """The resume checkpoint (tensors and plain values only: ``weights_only=True``)."""
@@ -461,11 +455,11 @@ class Run:
         """Save the probe and its float32 reference (written to a temporary name, then renamed)."""
         import numpy as np
 
-        path = self._p(BACKEND_PROBE)
-        tmp = tmp_name(path)
-        with open(tmp, "wb") as fh:
-            np.savez(fh, x=x, ref=ref, weights_id=np.array(self.weights_id()))
-        os.replace(tmp, path)
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, x=x, ref=ref, weights_id=np.array(self.weights_id()))
+
+        write_via_tmp(self._p(BACKEND_PROBE), write)
 
     # -- stage 2 ------------------------------------------------------------------------
     @property

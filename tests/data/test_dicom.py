@@ -26,7 +26,8 @@ REFUSED = {
     "rtdose_rle.dcm": "RT dose", "rtdose_rle_1frame.dcm": "RT dose", "badVR.dcm": "RT dose",
     "MR_truncated.dcm": "less than expected",  # pixel data cut short
     "JPEG-lossy.dcm": "misplaced marker",  # a 12-bit JPEG with a marker out of place (pydicom's known bad file)
-    "JPEG2000-embedded-sequence-delimiter.dcm": "Unable to decode",  # a J2K header that says 3.8 million tiles
+    # a J2K header that says 3.8 million tiles: refused from its codestream header, before the decoder allocates
+    "JPEG2000-embedded-sequence-delimiter.dcm": "its compressed data declares 3722445056x1024 pixels",
     "meta_missing_tsyntax.dcm": "Bits Allocated", "nested_priv_SQ.dcm": "Bits Allocated",  # no image description
 }
 

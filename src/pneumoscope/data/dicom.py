@@ -27,6 +27,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from ..errors import PneumoscopeError
+from .dicom_bounds import DEFLATED, check_codestream, open_bounded
 from .pixels import check_pixels, one_line, scale01
 
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
@@ -49,13 +50,16 @@ def parse_age(value: Any) -> float:
     return round(number * (unit if unit is not None else 1.0), 2)
 
 
-def _open(source: Any, name: str) -> Any:
+def _open(source: Any, name: str, max_pixels: int | None = None) -> Any:
     import pydicom
     from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # odd but readable files: what matters is whether the pixels decode
-        ds = pydicom.dcmread(source, force=True)  # force: ACR-NEMA files without preamble or file meta
+        bounded = open_bounded(source, name, max_pixels)  # a deflated dataset is inflated here, within its declared size
+        ds = pydicom.dcmread(bounded, force=True)  # force: ACR-NEMA files without preamble or file meta
+    if bounded is not source:
+        ds.file_meta.TransferSyntaxUID = DEFLATED  # what the file was; its pixels are plain now
     if "TransferSyntaxUID" not in ds.file_meta:  # infer it from how the dataset was encoded
         implicit, little = getattr(ds, "original_encoding", (None, None))
         if implicit is None:
@@ -64,6 +68,8 @@ def _open(source: Any, name: str) -> Any:
                                           ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
     if not any(k in ds for k in PIXEL_KEYWORDS):
         raise PneumoscopeError(f"{name}: not a readable DICOM image (it holds no pixel data)")
+    if not any(len(ds[k].value or b"") for k in PIXEL_KEYWORDS if k in ds):
+        raise PneumoscopeError(f"{name}: not a readable DICOM image (no pixel data: its pixel data element is empty)")
     if str(ds.get("SOPClassUID", "")) == RT_DOSE:
         raise PneumoscopeError(f"{name}: an RT dose grid, not a radiograph")
     return ds
@@ -136,8 +142,9 @@ def read_dicom(source: str | BinaryIO, name: str | None = None, max_pixels: int 
     """A DICOM radiograph (path or binary file object) as float32 [0, 1] with air dark, and its metadata."""
     name = name or str(source)
     try:
-        ds = _open(source, name)
+        ds = _open(source, name, max_pixels)
         check_pixels(name, int(ds.get("Columns", 0) or 0), int(ds.get("Rows", 0) or 0), max_pixels, min_side)
+        check_codestream(ds, name, max_pixels)  # what a JPEG / JPEG 2000 decoder would allocate
         raw = _first_frame(ds)
         arr, colour = _grey(raw, ds)
         if colour:  # stored values are display values: scale by the stored bit depth

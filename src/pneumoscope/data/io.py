@@ -10,6 +10,7 @@ grey levels instead of 16.
 from __future__ import annotations
 
 import io
+import os
 import warnings
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -118,6 +119,8 @@ def read_image(path: str | Path, max_pixels: int | None = MAX_PIXELS, min_side: 
     side under ``min_side`` are refused too."""
     path = Path(path)
     if not path.is_file():
+        if path.is_symlink() and not path.exists():
+            raise PneumoscopeError(f"{path}: a broken symbolic link (to {os.readlink(path)}, which does not exist)")
         raise PneumoscopeError(f"{path}: file not found" if not path.exists() else f"{path}: is a folder, not an image file")
     if is_dicom(path):
         return read_dicom(str(path), str(path), max_pixels, min_side)
@@ -207,13 +210,16 @@ def encode_jpeg(image: np.ndarray, quality: int = 90) -> bytes:
 
 
 def list_images(inputs: list[str | Path]) -> list[Path]:
-    """Expand files and folders (recursively) into a sorted list of image files."""
+    """Expand files and folders (recursively) into a sorted list of image files. A broken symbolic
+    link with an image suffix is listed too, so that reading it fails (or ``--skip-bad`` lists it)
+    instead of it vanishing without a word."""
     out: list[Path] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES))
-        elif p.is_file():
+            out.extend(sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES
+                              and (f.is_file() or (f.is_symlink() and not f.exists()))))
+        elif p.is_file() or (p.is_symlink() and not p.exists()):
             out.append(p)
         else:
             raise PneumoscopeError(f"{p}: no such file or folder")

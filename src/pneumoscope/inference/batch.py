@@ -12,12 +12,20 @@ Files are decoded by worker threads while the model runs; at most two batches ar
 A rerun into the same folder skips images already in ``predictions.csv`` (matched by resolved
 path) and survives a killed run: pictures are written before their row, rows are appended
 whole or dropped when cut short, and the submission is rebuilt from the rows and masks.
+
+One ``predict`` at a time writes into a folder (its lock, :mod:`..locks`); rows listed twice (by
+an older pneumoscope without the lock) are collapsed on the next run. Any file name the filesystem
+allows round-trips: the CSVs are read and written as UTF-8 with undecodable bytes kept
+(``surrogateescape``) and quoted where they hold commas or newlines; picture names are the file
+stem with control and path characters replaced.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import os
+import re
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -27,10 +35,11 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from .. import locks
 from ..data.io import MIN_SIDE, encode_jpeg, encode_mask_png, encode_png, list_images, read_image
 from ..data.rle import encode
 from ..errors import PneumoscopeError
-from ..files import atomic_write, check_writable_folder, csv_text, write_csv
+from ..files import ENCODING, atomic_write, check_writable_folder, csv_text, write_csv
 from .options import PredictOptions
 from .overlay import overlay
 from .predictor import Predictor
@@ -38,6 +47,17 @@ from .predictor import Predictor
 CSV_FIELDS = ["file", "width", "height", "mask_area_px", "max_prob"]
 STAGE2_FIELDS = ["p_pneumothorax", "decision"]
 SKIPPED_FIELDS = ["file", "reason"]
+UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\\ud800-\udfff]")  # control and path characters, undecodable bytes
+
+
+def picture_stem(path: str) -> str:
+    """The stem a picture of ``path`` is named after: its file stem with characters that tools
+    mangle (newlines, control characters, slashes, bytes that are not UTF-8) replaced by ``_``."""
+    return UNSAFE.sub("_", Path(path).stem).strip() or "image"
+
+
+def _read_csv(path: Path) -> str:
+    return path.read_bytes().decode(*ENCODING)
 
 
 class PredictionFolder:
@@ -46,8 +66,8 @@ class PredictionFolder:
     def __init__(self, root: str | Path, gradcam: bool = False, overlays: bool = True) -> None:
         self.root = Path(root)
         check_writable_folder(self.root)
-        for sub in ("masks",) + (("overlays",) if overlays else ()) + (("gradcam",) if gradcam else ()):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self._subs = ("masks",) + (("overlays",) if overlays else ()) + (("gradcam",) if gradcam else ())
+        self._made = False  # sub-folders are made with the first picture: a failed first call leaves none
         self.csv = self.root / "predictions.csv"
         self.skipped_csv = self.root / "skipped.csv"
         self._names: dict[str, str] = {}  # resolved path -> picture name
@@ -58,14 +78,17 @@ class PredictionFolder:
         (and any malformed one) is dropped from the file, so its image is predicted again."""
         if not self.csv.is_file():
             return []
-        raw = self.csv.read_bytes()
-        text = raw.decode("utf-8", errors="replace")
+        text = _read_csv(self.csv)
         complete = text if text.endswith("\n") else text[: text.rfind("\n") + 1]
-        lines = list(csv.reader(complete.splitlines()))
+        lines = list(csv.reader(io.StringIO(complete, newline="")))  # quoted newlines stay inside their field
         if not lines:
             return []
         header, body = lines[0], lines[1:]
-        good = [dict(zip(header, r)) for r in body if len(r) == len(header) and r[0]]
+        good, seen = [], set()
+        for r in body:
+            if len(r) == len(header) and r[0] and r[0] not in seen and _complete_row(dict(zip(header, r))):
+                seen.add(r[0])  # a file listed twice (written by two predicts at once before the lock): once
+                good.append(dict(zip(header, r)))
         if len(good) != len(body) or complete != text:
             atomic_write(self.csv, csv_text(header, good))
         return good
@@ -73,7 +96,7 @@ class PredictionFolder:
     def name_for(self, path: str) -> str:
         """A picture name unique in this folder, the same on every rerun (file stem, then stem_1 ...)."""
         if path not in self._names:
-            stem, k = Path(path).stem, 0
+            stem, k = picture_stem(path), 0
             name = stem
             while name in self._taken:
                 k += 1
@@ -87,6 +110,10 @@ class PredictionFolder:
         """Mask (full size, 1-bit PNG), overlay (JPEG, long side ``overlay_size``; 0: none) and Grad-CAM
         of one image, each written atomically. On two cores every millisecond here is taken from the
         model: an 8-bit mask PNG took 5 ms and a PNG overlay 8 ms, these take 0.5 and 1 ms."""
+        if not self._made:
+            for sub in self._subs:
+                (self.root / sub).mkdir(parents=True, exist_ok=True)
+            self._made = True
         atomic_write(self.root / "masks" / f"{name}.png", encode_mask_png(mask))
         if overlay_size:
             atomic_write(self.root / "overlays" / f"{name}.jpg", encode_jpeg(overlay(image, mask, max_side=overlay_size)))
@@ -97,21 +124,24 @@ class PredictionFolder:
 
     def append(self, fields: list[str], rows: list[dict]) -> None:
         """Append whole rows (header first in a new file) and flush them to disk."""
-        import os
-
         new = not self.csv.is_file() or self.csv.stat().st_size == 0
         text = csv_text(fields, rows)
-        with open(self.csv, "a", newline="") as fh:
-            fh.write(text if new else text.split("\n", 1)[1])
-            fh.flush()
-            os.fsync(fh.fileno())
+        if not new:
+            text = text.split("\n", 1)[1]
+        with open(self.csv, "ab") as fh:
+            try:
+                fh.write(text.encode(*ENCODING))
+                fh.flush()
+                os.fsync(fh.fileno())
+            except OSError as exc:  # e.g. the disk is full: say which file
+                raise OSError(exc.errno, exc.strerror, str(self.csv)) from exc
 
     def write_skipped(self, attempted: set[str], skipped: list[dict]) -> int:
         """Rewrite ``skipped.csv``: earlier entries of files not attempted now, plus this call's."""
         keep = []
         if self.skipped_csv.is_file():
-            with open(self.skipped_csv, newline="") as fh:
-                keep = [r for r in csv.DictReader(fh) if r.get("file") and r["file"] not in attempted]
+            reader = csv.DictReader(io.StringIO(_read_csv(self.skipped_csv), newline=""))
+            keep = [r for r in reader if r.get("file") and r["file"] not in attempted]
         rows = keep + skipped
         if rows:
             write_csv(self.skipped_csv, SKIPPED_FIELDS, rows)
@@ -123,11 +153,24 @@ class PredictionFolder:
         """The SIIM submission of every image in the folder (``ImageId`` = file stem, RLE of its mask)."""
         out = []
         for r in rows:
-            mask = cv2.imread(str(self.root / "masks" / f"{self.name_for(r['file'])}.png"), cv2.IMREAD_GRAYSCALE)
+            path = self.root / "masks" / f"{self.name_for(r['file'])}.png"
+            mask = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_GRAYSCALE) if path.is_file() else None
             if mask is None:
                 raise PneumoscopeError(f"{self.root}: the mask of {r['file']} is missing; rerun with --no-resume")
             out.append({"ImageId": Path(r["file"]).stem, "EncodedPixels": encode(mask > 0)})
         write_csv(path, ["ImageId", "EncodedPixels"], out)
+
+
+def _complete_row(row: dict) -> bool:
+    """Whether a row's numbers are numbers (a row cut short can still have every column)."""
+    try:
+        int(row["width"]), int(row["height"]), int(row["mask_area_px"]), float(row["max_prob"])
+        if "decision" in row:
+            float(row["p_pneumothorax"])
+            return row["decision"] in ("pneumothorax", "normal")
+        return True
+    except (KeyError, ValueError):
+        return False
 
 
 def _read(path: Path) -> tuple[Path, np.ndarray | None, dict, str]:
@@ -161,10 +204,21 @@ def predict_files(run: str | Path, inputs: list[str | Path], out: str | Path, op
         raise PneumoscopeError(f"--submission {sub_path}: is a folder; name the CSV file to write")
     # one entry per file, however named; never the pictures of this or an earlier call under --out
     own = Path(out).resolve()
-    files = [f for f in dict.fromkeys(f.resolve() for f in list_images(list(inputs))) if not f.is_relative_to(own)]
+    files = [f for f in dict.fromkeys(_resolve(f) for f in list_images(list(inputs))) if not f.is_relative_to(own)]
     if not files:
         raise PneumoscopeError(f"no image files found in the inputs (the output folder {out} is not read)")
     folder = PredictionFolder(out, opts.gradcam, opts.overlay_size > 0)
+    with locks.hold(folder.root, "predict"):
+        return _predict_into(folder, run, files, sub_path, opts, say)
+
+
+def _resolve(path: Path) -> Path:
+    """The resolved path of an input; a broken symbolic link stays itself (it is reported as such)."""
+    return path.resolve() if path.exists() else path.absolute()
+
+
+def _predict_into(folder: PredictionFolder, run: str | Path, files: list[Path], sub_path: Path | None,
+                  opts: PredictOptions, say) -> dict:
     if not opts.resume:
         folder.csv.unlink(missing_ok=True)
         folder.skipped_csv.unlink(missing_ok=True)

@@ -29,6 +29,7 @@ class PredictOptions:
     skip_bad: bool = False
     device: str = "auto"
     resume: bool = True
+    max_megapixels: float = 178.956970  # largest image (files and arrays), checked before decoding; the server passes its own
 
     def check(self) -> PredictOptions:
         """Raise PneumoscopeError (one line) for a value no prediction can use."""
@@ -42,6 +43,8 @@ class PredictOptions:
             raise PneumoscopeError(f"--batch-size {self.batch_size}: must be at least 1")
         if self.workers is not None and self.workers < 1:
             raise PneumoscopeError(f"--workers {self.workers}: must be at least 1")
+        if not self.max_megapixels > 0:
+            raise PneumoscopeError(f"max_megapixels {self.max_megapixels}: must be > 0")
         if self.overlay_size < 0:
             raise PneumoscopeError(f"--overlay-size {self.overlay_size}: must be 0 (no overlays) or more")
         return self

@@ -129,10 +129,19 @@ class Predictor:
 
     def predict_batch(self, images: list[np.ndarray], metas: list[dict] | None = None) -> list[Prediction]:
         """Predictions of greyscale images (H, W), each at its own size (arrays as in :func:`array_to_unit`)."""
+        if isinstance(images, np.ndarray) and images.ndim == 2:
+            raise PneumoscopeError("predict_batch takes a list of 2-D images; for one image use predict(image)")
+        images = list(images)
+        if not images:
+            return []
         metas = metas if metas is not None else [{} for _ in images]
+        if len(metas) != len(images):
+            raise PneumoscopeError(f"predict_batch: {len(images)} images but {len(metas)} metadata entries")
+        cap = int(self.opts.max_megapixels * 1e6)
+        for k, img in enumerate(images):  # size first: nothing is converted before it is known to fit
+            shape = _array_shape(img)
+            check_pixels(f"image {k}", shape[1], shape[0], cap, MIN_SIDE)
         images = [array_to_unit(img) for img in images]
-        for img in images:
-            check_pixels("image", img.shape[1], img.shape[0], None, MIN_SIDE)
         u8, x = self.prepare(images)
         self._ensure_backend(x)
         t = time.perf_counter()
@@ -149,8 +158,12 @@ class Predictor:
     def predict(self, image: str | Path | np.ndarray, metadata: dict | None = None) -> Prediction:
         """Prediction of one radiograph: a DICOM/PNG/JPEG path, or a 2-D array (see :func:`array_to_unit`)."""
         if isinstance(image, (str, Path)):
-            img, meta = read_image(image, min_side=MIN_SIDE)
+            img, meta = read_image(image, int(self.opts.max_megapixels * 1e6), min_side=MIN_SIDE)
             meta = {**meta, **(metadata or {})}
+        elif isinstance(image, (bytes, bytearray, memoryview)) or image is None:
+            raise PneumoscopeError(f"predict takes {ACCEPTED}, got "
+                                   + ("None" if image is None else f"{type(image).__name__}: to predict a file's contents, "
+                                      "write them to a file or POST them to the server; a path must be str or pathlib.Path"))
         else:
             img, meta = image, dict(metadata or {})  # converted by predict_batch
         return self.predict_batch([img], [meta])[0]
@@ -162,6 +175,24 @@ class Predictor:
         _, x = self.prepare(images)
         heat = gradcam(self.model.float(), torch.from_numpy(x).to(self.device))
         return [cv2.resize(h, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR) for h, img in zip(heat, images)]
+
+
+ACCEPTED = "a file path (str or pathlib.Path) or a 2-D numpy array"
+
+
+def _array_shape(image: Any) -> tuple[int, ...]:
+    """The shape of a caller's image, refusing what is no image array (bytes, None, text)."""
+    if image is None or isinstance(image, (bytes, bytearray, memoryview, str, Path)):
+        what = "None" if image is None else f"{type(image).__name__} ({bytes(image[:20])!r}...)" if isinstance(
+            image, (bytes, bytearray, memoryview)) else f"a path ({image})"
+        hint = " (to predict a file's contents, write them to a file or POST them to the server)" if isinstance(
+            image, (bytes, bytearray, memoryview)) else ""
+        raise PneumoscopeError(f"expected {ACCEPTED} for each image, got {what}{hint}"
+                               + ("; predict(path) reads files" if isinstance(image, (str, Path)) else ""))
+    shape = np.shape(image)
+    if len(shape) != 2:
+        raise PneumoscopeError(f"expected a 2-D greyscale image, got an array of shape {tuple(shape)}")
+    return shape
 
 
 class PneumoscopeWarning(UserWarning):
