@@ -97,6 +97,80 @@ def _undecodable_dicom(ws) -> None:
     shutil.copy(PYDICOM_FILES / "JPEG-lossy.dcm", ws["tmp"] / "good" / "broken_jpeg.dcm")
 
 
+def _json_edit(rel: str, change) -> callable:
+    """A setup that loads a JSON file of the run, lets ``change`` edit the mapping, and writes it back."""
+    import json
+
+    def setup(ws) -> None:
+        path = ws["run"] / rel
+        data = json.loads(path.read_text())
+        change(data)
+        path.write_text(json.dumps(data))
+    return setup
+
+
+def _set(rel: str, key: str, value) -> callable:
+    return _json_edit(rel, lambda d: d.__setitem__(key, value))
+
+
+def _calibration(value) -> callable:
+    return _json_edit("stage2/classifier.json", lambda d: d["members"][0].__setitem__("calibration", value))
+
+
+def _write(rel: str, data: bytes) -> callable:
+    return lambda ws: (ws["run"] / rel).write_bytes(data)
+
+
+def _other_weights_id(rel: str) -> callable:
+    return _set(rel, "weights_id", "0" * 32)
+
+
+def _edit_header_weights_id(ws) -> None:
+    """One character of the weights id in the safetensors header changed (a valid id of other weights)."""
+    path = ws["run"] / "best.safetensors"
+    data = bytearray(path.read_bytes())
+    at = data.index(b'"weights_id":"') + len(b'"weights_id":"')
+    data[at] = ord("0") if data[at] != ord("0") else ord("1")
+    path.write_bytes(bytes(data))
+
+
+def _deflate_bomb(ws, rows: int = 64, cols: int = 64, pixel_bytes: int = 64 << 20, name: str = "bomb.dcm") -> Path:
+    """A deflated DICOM whose header says rows x cols but whose pixel data inflates to ``pixel_bytes``."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import DeflatedExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = SecondaryCaptureImageStorage, generate_uid()
+    meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta, ds.SOPClassUID, ds.SOPInstanceUID = meta, SecondaryCaptureImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = rows, cols, 1, "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit, ds.PixelRepresentation = 7, 0
+    ds.PixelData = bytes(pixel_bytes)
+    path = ws["tmp"] / "good" / name
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def _j2k_bigger_than_its_header(ws) -> None:
+    """A JPEG 2000 DICOM whose header says 64x64 while its codestream holds 6000x6000 pixels."""
+    from tests.dicom_samples import write
+
+    imagecodecs = pytest.importorskip("imagecodecs")
+    stream = imagecodecs.jpeg2k_encode(np.zeros((6000, 6000), np.uint16), level=0)
+    write(ws["tmp"] / "good" / "j2k.dcm", np.zeros((64, 64), np.uint16), "1.2.840.10008.1.2.4.90", frame=stream)
+
+
+def _empty_pixel_data(ws) -> None:
+    p = write_dicom(ws["tmp"] / "good" / "empty.dcm", np.zeros((64, 64), np.uint8))
+    from pydicom import dcmread
+
+    ds = dcmread(p)
+    ds.PixelData = b""
+    ds.save_as(p)
+
+
 # id, setup, argv (with {placeholders}), exit code, message fragment, folder that must not change
 CASES = [
     ("batch_size=0 on an existing run", None, ["train-seg", "--data", "{data}", "--out", "{run}", *RUN_ARGS,
@@ -164,6 +238,60 @@ CASES = [
     ("serve --port out of range", None, ["serve", "--run", "{run}", "--port", "99999"], 2,
      "--port 99999: must be 0-65535", "run"),
     ("serve --port negative", None, ["serve", "--run", "{run}", "--port", "-1"], 2, "--port -1: must be 0-65535", "run"),
+    # -- run-folder files checked on load (issue 16): the file and the field, one line, nothing used ----------------
+    *[(f"damaged run file: {name}", setup, ["predict", "--run", "{run}", "{good}", "--out", "{tmp}/p", "--backend", "torch"],
+       2, needle, "run") for name, setup, needle in [
+        ("stage-2 threshold -5", _set("stage2/stage2.json", "threshold", -5), "stage2.json: field 'threshold' is -5, outside [0, 1]"),
+        ("stage-2 threshold NaN", _set("stage2/stage2.json", "threshold", float("nan")), "field 'threshold' is nan, not a finite number"),
+        ("stage-2 threshold as text", _set("stage2/stage2.json", "threshold", "0.5"), "field 'threshold' is '0.5', not a number"),
+        ("stage-2 threshold missing", _json_edit("stage2/stage2.json", lambda d: d.pop("threshold")), "field 'threshold' is missing"),
+        ("unknown feature extractor", _set("stage2/stage2.json", "feature_extractor", "resnet50"),
+         "field 'feature_extractor' is 'resnet50', not one of densenet121, seg-encoder"),
+        ("weights id that is no id", _set("stage2/stage2.json", "weights_id", "xyz"), "stage2.json: field 'weights_id' is 'xyz'"),
+        ("stage-2 summary not JSON", _write("stage2/stage2.json", b'{"threshold": 0.'), "stage2.json: is not valid JSON"),
+        ("calibration of the wrong shape", _calibration([1, 2]), "field 'members[0].calibration' is [1, 2], not a mapping or null"),
+        ("calibration method unknown", _calibration({"method": "platt", "a": 1}), "members[0].calibration.method' is 'platt'"),
+        ("isotonic breakpoints of unequal length", _calibration({"method": "isotonic", "x": [0, 1], "y": [0]}),
+         "has 2 x and 1 y breakpoints"),
+        ("isotonic x not ascending", _calibration({"method": "isotonic", "x": [1, 0], "y": [0, 1]}), "calibration.x' is not in ascending"),
+        ("isotonic y outside [0, 1]", _calibration({"method": "isotonic", "x": [0, 1], "y": [0, 7]}), "calibration.y[1]' is 7"),
+        ("sigmoid a infinite", _calibration({"method": "sigmoid", "a": float("inf"), "b": 0}), "calibration.a' is inf"),
+        ("more members than boosters", _json_edit("stage2/classifier.json", lambda d: d["members"].append({"calibration": None})),
+         "lists 2 members for 1 boosters"),
+        ("classifier of another format", _set("stage2/classifier.json", "format", "sklearn-pickle"), "field 'format' is 'sklearn-pickle'"),
+        ("booster of random bytes", _write("stage2/booster-0.ubj", bytes(range(256)) * 8), "booster-0.ubj: not an XGBoost model that loads"),
+        ("booster missing", lambda ws: (ws["run"] / "stage2" / "booster-0.ubj").unlink(), "booster-0.ubj: is missing"),
+        ("feature names of another length", _write("stage2/feature_names.json", b'["a", "b"]'), "feature_names.json: is not a list of"),
+        ("post-processing top = 7", _set("postprocess.json", "top", 7), "postprocess.json: field 'top' is 7, outside [0, 1]"),
+        ("post-processing min_area = -1", _set("postprocess.json", "min_area", -1), "field 'min_area' is -1, outside [0, 1]"),
+        ("post-processing bottom above top", _json_edit("postprocess.json", lambda d: d.update(top=0.3, bottom=0.6)),
+         "field 'bottom' is 0.6, above top 0.3"),
+        ("split with an unknown part", lambda ws: (ws["run"] / "split.csv").write_text("id,patient_id,label,split\na,a,1,holdout\n"),
+         "split.csv: field 'split' holds 'holdout'"),
+        ("one character of the weights id in the header edited", _edit_header_weights_id, None),
+    ] if needle is not None],
+    # -- every decoder bounded before it decodes ---------------------------------------------------------------------
+    ("predict a deflated DICOM bomb (64x64 declared, 64 MB inflated)", _deflate_bomb,
+     ["predict", "--run", "{run}", "{good}", "--out", "{tmp}/p", "--backend", "torch"], 2,
+     "bomb.dcm: its deflated data inflates beyond the size its header declares (64x64 pixels, 1 frame(s))", "run"),
+    ("predict a deflated DICOM declaring 20000x20000", lambda ws: _deflate_bomb(ws, 20000, 20000, 4096),
+     ["predict", "--run", "{run}", "{good}", "--out", "{tmp}/p", "--backend", "torch"], 2,
+     "its header declares 1 frame(s) of 20000x20000 pixels x 1 sample(s): 400 megapixels, more than the limit of 179", "run"),
+    ("predict a JPEG 2000 DICOM whose codestream is larger than its header", _j2k_bigger_than_its_header,
+     ["predict", "--run", "{run}", "{good}", "--out", "{tmp}/p", "--backend", "torch"], 2,
+     "its compressed data is 6000x6000 pixels but its header says 64x64", "run"),
+    ("predict a DICOM with an empty PixelData element", _empty_pixel_data,
+     ["predict", "--run", "{run}", "{good}", "--out", "{tmp}/p", "--backend", "torch"], 2, "no pixel data", "run"),
+    ("config with a duplicate section", lambda ws: (ws["tmp"] / "dup.yaml").write_text("train:\n  epochs: 2\ntrain:\n  epochs: 25\n"),
+     ["train-seg", "--config", "{tmp}/dup.yaml", "--out", "{run}"], 2, "key 'train' appears twice (lines 1 and 3)", "run"),
+    ("config with a duplicate key", lambda ws: (ws["tmp"] / "dup2.yaml").write_text("train:\n  lr: 1\n  lr: 2\n"),
+     ["train-seg", "--config", "{tmp}/dup2.yaml", "--out", "{run}"], 2, "key 'lr' appears twice", "run"),
+    ("config with an alias bomb", lambda ws: (ws["tmp"] / "bomb.yaml").write_text(
+        "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, "
+                                                         f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n" for i in range(9))),
+     ["train-seg", "--config", "{tmp}/bomb.yaml", "--out", "{run}"], 2, "aliases are not allowed in config files", "run"),
+    ("--set with an alias", None, ["train-seg", "--out", "{run}", "--set", "train.lr=*x"], 2, "--set train.lr: invalid YAML", "run"),
+    ("upgrade-run of a folder with nothing pickled", None, ["upgrade-run", "--run", "{run}"], 2, "nothing to upgrade", "run"),
 ]
 
 
@@ -208,3 +336,46 @@ def test_retraining_replaces_the_folder_only_when_its_first_epoch_is_saved(ws):
         assert new[name] != old[name], name
     assert "model.onnx" not in new and not any(k.startswith("stage2/") for k in new)  # derived from the old weights
     assert pd.read_csv(run / "history.csv").shape[0] == 1
+
+
+@pytest.mark.parametrize("setup, said", [
+    (_edit_header_weights_id, ["stage 2 was fitted on other weights", "post-processing rule was searched for other weights"]),
+    (_other_weights_id("stage2/stage2.json"), ["stage 2 was fitted on other weights: no P(pneumothorax) (rerun train-cls)"]),
+    (_other_weights_id("postprocess.json"), ["post-processing rule was searched for other weights: the plain threshold is used"]),
+], ids=["weights id in the header edited", "stage 2 of other weights", "rule of other weights"])
+def test_derived_files_of_other_weights_are_said_once_never_silently(ws, capsys, setup, said):
+    setup(ws)
+    assert main(["predict", "--run", str(ws["run"]), str(ws["good"]), "--out", str(ws["tmp"] / "p"), "--backend", "torch"]) == 0
+    out = capsys.readouterr().out
+    for line in said:
+        assert out.count(line) == 1, out
+    rows = pd.read_csv(ws["tmp"] / "p" / "predictions.csv")
+    assert ("p_pneumothorax" in rows.columns) == (not any("stage 2" in line for line in said))
+
+
+def test_a_malicious_resume_checkpoint_is_named_as_such(ws, capsys):
+    import os
+
+    import torch
+
+    torch.save({"model": {}, "state": {}, "hook": os.system}, ws["run"] / "last.pt")  # pickles a reference to os.system
+    before = snapshot(ws["run"])
+    assert main(["train-seg", "--data", str(ws["data"]), "--out", str(ws["run"]), *RUN_ARGS, "--resume"]) == 2
+    assert "not a pneumoscope checkpoint (unsafe pickle refused" in one_error_line(capsys)
+    assert snapshot(ws["run"]) == before
+
+
+def test_evaluate_seg_on_other_data_evaluates_exactly_that_data(ws, tiny_synth, tmp_path, capsys):
+    import json
+
+    import yaml
+
+    from pneumoscope.data.synth import generate
+
+    generate(tmp_path / "other", n=6, size=96, seed=9, positive_rate=0.5)
+    cfg = yaml.safe_load((ws["run"] / "config.yaml").read_text())
+    cfg["data"]["extra_paths"] = [str(tiny_synth)]  # the run trained on a second source (24 more images)
+    (ws["run"] / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["evaluate-seg", "--run", str(ws["run"]), "--data", str(tmp_path / "other")]) == 0
+    assert "all (6 images," in capsys.readouterr().out
+    assert json.loads(next(ws["run"].glob("metrics-other-*.json")).read_text())["n_images"] == 6

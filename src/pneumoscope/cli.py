@@ -166,17 +166,21 @@ def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     from .serve.app import create_app
+    from .serve.auth import check_exposure, read_token
     from .serve.listen import listen
 
+    token = read_token(args.token_file)
+    check_exposure(args.host, token, args.insecure_no_token)
     sock = listen(args.host, args.port)  # first: a bad or taken port fails before the model loads
     try:
         app = create_app(args.run, args.max_upload_mb, args.keep_uploads, backend=args.backend,
-                         max_megapixels=args.max_megapixels)
+                         max_megapixels=args.max_megapixels, token=token, say=lambda line: print(line, flush=True))
     except BaseException:
         sock.close()
         raise
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    print(f"serving {args.run} on http://{args.host}:{sock.getsockname()[1]}/ (viewer at /, API docs at /docs)", flush=True)
+    print(f"serving {args.run} on http://{args.host}:{sock.getsockname()[1]}/ (viewer at /, API docs at /docs"
+          + ("; every request needs the token)" if token else "; no token)"), flush=True)
     server.run(sockets=[sock])
 
 
@@ -265,6 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="largest accepted image, read from its header before decoding (default 25: radiographs up to 5000x5000)")
     s.add_argument("--keep-uploads", metavar="DIR", help="keep uploaded files in DIR (default: memory only)")
     s.add_argument("--backend", default="auto", choices=BACKENDS)
+    s.add_argument("--token-file", metavar="FILE", help="require this bearer token (the file's first line) on every request "
+                   "but the viewer page; default: the PNEUMOSCOPE_TOKEN environment variable, if set")
+    s.add_argument("--insecure-no-token", action="store_true", help="allow a --host beyond localhost without a token "
+                   "(anyone who reaches the port sees the images)")
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("export", help="export a run's U-Net to ONNX with a parity check")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -317,9 +318,10 @@ class Run:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
             text = " ".join(str(exc).split())
-            if "Weights only load failed" in text and "Unsupported" in text:  # torch refused a global: code, not data
-                raise PneumoscopeError(f"{path}: not a pneumoscope checkpoint (unsafe pickle refused: "
-                                       f"{text.split('Unsupported', 1)[1][:120].strip()}); delete it and train without --resume") from exc
+            found = re.search(r"unsupported (GLOBAL \S+|[^.]*)", text, re.IGNORECASE)
+            if "Weights only load failed" in text and found:  # torch refused a global: code, not data
+                raise PneumoscopeError(f"{path}: not a pneumoscope checkpoint (unsafe pickle refused: {found.group(0)[:120]}); "
+                                       "delete it and train without --resume") from exc
             raise PneumoscopeError(f"{path}: cannot resume from it, the file is cut short or corrupt "
                                    f"({text[:160]}); train again without --resume") from exc
         except (RuntimeError, EOFError, OSError, ValueError) as exc:

@@ -87,7 +87,7 @@ class Any_:
 
     def problem(self, v: Any) -> str | None:
         names = " or ".join("a mapping" if t is dict else "a list" if t is list else t.__name__ for t in self.types)
-        return None if isinstance(v, self.types) else f"is {v!r:.60}, not {names}"
+        return None if isinstance(v, self.types) else f"is {v!r:.60}, not {names}" + (" or null" if self.optional else "")
 
 
 def fail(path: str | Path, field: str | None, problem: str, remedy: str) -> DamagedFileError:

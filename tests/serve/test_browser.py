@@ -19,21 +19,38 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-@pytest.fixture(scope="module")
-def server(stage2_run):
+TOKEN = "a-test-token-of-32-characters-xx"
+
+
+def _serve(run, token=None):
     import uvicorn
 
     from pneumoscope.serve.app import create_app
 
     port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(stage2_run, backend="torch"), host="127.0.0.1", port=port, log_level="warning"))
+    srv = uvicorn.Server(uvicorn.Config(create_app(run, backend="torch", token=token), host="127.0.0.1", port=port,
+                                        log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     for _ in range(100):
         if srv.started:
             break
         time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}/"
+    return srv, thread, f"http://127.0.0.1:{port}/"
+
+
+@pytest.fixture(scope="module")
+def server(stage2_run):
+    srv, thread, url = _serve(stage2_run)
+    yield url
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def token_server(stage2_run):
+    srv, thread, url = _serve(stage2_run, TOKEN)
+    yield url
     srv.should_exit = True
     thread.join(timeout=10)
 
@@ -76,3 +93,21 @@ def test_bad_file_shows_a_readable_error(server, page, tmp_path):
     page.wait_for_selector("#error", state="visible", timeout=30000)
     text = page.text_content("#error")
     assert "notes.png" in text and "not DICOM, PNG or JPEG" in text and "415" in text
+
+
+def test_a_server_with_a_token_asks_for_it_once(token_server, page, tiny_synth, tmp_path):
+    upload = tmp_path / "scan.png"
+    upload.write_bytes(positive_png(tiny_synth))
+    page.goto(token_server)
+    page.evaluate("sessionStorage.clear()")
+    page.reload()
+    page.set_input_files("#file", str(upload))
+    page.wait_for_selector("#auth", state="visible", timeout=30000)
+    page.fill("#token", TOKEN)
+    page.click("#auth button")
+    page.wait_for_function("document.getElementById('prob').textContent !== '–'", timeout=60000)
+    page.wait_for_function("document.getElementById('base').naturalWidth > 0", timeout=60000)
+    assert not page.is_visible("#auth") and not page.is_visible("#error")
+    page.set_input_files("#file", str(upload))  # asked once: the second upload goes straight through
+    page.wait_for_function("document.getElementById('mask').naturalWidth > 0", timeout=60000)
+    assert not page.is_visible("#auth")

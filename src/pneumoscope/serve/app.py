@@ -7,20 +7,24 @@ they stream in; images over the pixel limit are refused from their header, befor
 Uploads are checked by content; an upload over 1 MB is spooled to an anonymous temporary file
 while it waits (never named on disk, gone when the request ends) and is kept only when
 ``keep_uploads`` names a folder. Nothing a client sends names a path on the server.
+
+With a ``token`` every request but the viewer page and the docs must carry it (:mod:`.auth`);
+every answer says ``Cache-Control: no-store``. Prediction ids are 256 random bits
+(``secrets.token_urlsafe(32)``): a picture cannot be found by guessing or counting ids.
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
 import numpy as np
-from fastapi import FastAPI, HTTPException, UploadFile
+from fastapi import FastAPI, HTTPException, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
@@ -31,7 +35,8 @@ from ..errors import PneumoscopeError, TooLargeError, UnsupportedFormatError
 from ..files import atomic_write, check_writable_folder
 from ..inference.overlay import as_uint8, shrink
 from ..inference.predictor import PredictOptions, Predictor
-from .limits import BodyLimit
+from .auth import TokenAuth
+from .limits import TAIL, BodyLimit
 from .store import Entry, Store
 
 VIEWER = Path(__file__).with_name("viewer.html")
@@ -52,6 +57,18 @@ def _status(exc: PneumoscopeError) -> int:
     return 422
 
 
+def _cut_multipart(content_type: str, tail: bytes | None) -> str | None:
+    """A sentence when a multipart body ended before its closing boundary (an upload cut off)."""
+    kind, _, params = content_type.partition(";")
+    if kind.strip().lower() != "multipart/form-data" or tail is None:
+        return None
+    boundary = next((p.split("=", 1)[1].strip().strip('"') for p in params.split(";") if p.strip().lower().startswith("boundary=")), "")
+    if not boundary or tail.rstrip(b"\r\n").endswith(f"--{boundary}--".encode()):
+        return None
+    return (f"the upload was cut off: the multipart body ends before its closing boundary (--{boundary}--); "
+            "send the file again")
+
+
 def _offline_docs(app: FastAPI) -> None:
     """The OpenAPI page at /docs with Swagger UI served from this server (no CDN)."""
     import fastapi_offline
@@ -70,16 +87,17 @@ def _offline_docs(app: FastAPI) -> None:
 
 def create_app(run: str | Path, max_upload_mb: float = 50.0, keep_uploads: str | Path | None = None,
                max_waiting: int = 32, backend: str = "auto", predictor: Predictor | None = None,
-               max_megapixels: float = 25.0) -> FastAPI:
+               max_megapixels: float = 25.0, token: str | None = None, say=None) -> FastAPI:
     """The app for a trained run (a stage-1 run folder, with its stage-2 classifier when it has one).
 
     Memory is bounded by the limits: bodies over ``max_upload_mb`` are stopped while they stream
     in, images over ``max_megapixels`` are refused from their header, and at most one image is
-    decoded and predicted at a time while at most ``max_waiting`` requests wait."""
+    decoded and predicted at a time while at most ``max_waiting`` requests wait. ``token``: the bearer
+    token every request must carry (None: none); ``say``: where load-time notes go (the CLI prints them)."""
     if max_upload_mb <= 0 or max_megapixels <= 0 or max_waiting < 1:
         raise PneumoscopeError("--max-upload-mb and --max-megapixels must be > 0, max_waiting >= 1")
     keep = check_writable_folder(keep_uploads, "--keep-uploads") if keep_uploads else None
-    pred = predictor or Predictor(run, PredictOptions(backend=backend))
+    pred = predictor or Predictor(run, PredictOptions(backend=backend, max_megapixels=max_megapixels), say)
     limit = int(max_upload_mb * 1024 * 1024)
     max_pixels = int(max_megapixels * 1e6)
     worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pneumoscope-infer")  # the one thread that decodes and predicts
@@ -90,6 +108,7 @@ def create_app(run: str | Path, max_upload_mb: float = 50.0, keep_uploads: str |
                   description="Pneumothorax segmentation (U-Net) and detection (XGBoost) on chest radiographs.")
     _offline_docs(app)
     app.add_middleware(BodyLimit, limit=limit, label=f"{max_upload_mb:g} MB")
+    app.add_middleware(TokenAuth, token=token)  # added last: runs first, so a refused client's body is never read
 
     @app.exception_handler(RequestValidationError)
     async def one_sentence(request, exc: RequestValidationError) -> JSONResponse:
@@ -98,7 +117,8 @@ def create_app(run: str | Path, max_upload_mb: float = 50.0, keep_uploads: str |
         detail = ("send the radiograph as a multipart/form-data file field named 'file' "
                   "(e.g. curl -F file=@scan.dcm URL/predict)") if missing else "; ".join(
             f"{'.'.join(map(str, e.get('loc', [])))}: {e.get('msg')}" for e in exc.errors())
-        return JSONResponse({"detail": detail}, status_code=422)
+        cut = _cut_multipart(request.headers.get("content-type", ""), request.scope.get(TAIL))
+        return JSONResponse({"detail": cut or detail}, status_code=422)
 
     def infer(upload: UploadFile, filename: str) -> dict:
         t0 = time.perf_counter()
@@ -113,7 +133,7 @@ def create_app(run: str | Path, max_upload_mb: float = 50.0, keep_uploads: str |
         (res,) = pred.predict_batch([img], [meta])
         t2 = time.perf_counter()
         prob, mask = res.prob, res.mask
-        key = uuid.uuid4().hex
+        key = secrets.token_urlsafe(32)
         store.put(key, Entry(as_uint8(shrink(img, MAX_SIDE)), shrink(mask.astype(np.uint8), MAX_SIDE, cv2.INTER_NEAREST) > 0))
         if keep is not None:
             keep.mkdir(parents=True, exist_ok=True)
@@ -136,7 +156,13 @@ def create_app(run: str | Path, max_upload_mb: float = 50.0, keep_uploads: str |
         }
 
     @app.post("/predict", summary="Segment and classify one DICOM, PNG or JPEG radiograph")
-    async def predict(file: UploadFile) -> JSONResponse:
+    async def predict(file: UploadFile, request: Request) -> JSONResponse:
+        cut = _cut_multipart(request.headers.get("content-type", ""), request.scope.get(TAIL))
+        if cut:  # the file part may have parsed, but the body never ended: its file may be short too
+            raise HTTPException(422, cut)
+        files = (await request.form()).getlist("file")  # the form FastAPI parsed (cached): no second read
+        if len(files) > 1:
+            raise HTTPException(422, f"send one radiograph per request: this one has {len(files)} 'file' fields")
         if not waiting.acquire(blocking=False):
             raise HTTPException(503, "server busy: too many requests waiting; retry shortly")
         try:

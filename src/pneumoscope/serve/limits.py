@@ -21,6 +21,7 @@ from typing import Any
 from fastapi import HTTPException
 
 SLACK = 64 * 1024  # multipart boundaries and part headers around the file itself
+TAIL = "pneumoscope.body_tail"  # scope key: the last bytes of the request body (to tell a cut-off upload)
 LINGER_SECONDS = 2.0  # at most this long, and
 LINGER_BYTES = 64 << 20  # at most this much, is read and dropped after a 413 before closing
 
@@ -75,12 +76,14 @@ class BodyLimit:
             await self._reject(receive, send)
             return
         received, over, rest = 0, False, False
+        scope[TAIL] = b""
 
         async def counted() -> dict:
             nonlocal received, over, rest
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                scope[TAIL] = (scope[TAIL] + message.get("body", b""))[-256:]
                 if received > self.limit:
                     over, rest = True, bool(message.get("more_body", False))
                     # FastAPI answers it as it is; "close" makes the server drop the rest instead of reading it
