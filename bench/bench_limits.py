@@ -1,5 +1,6 @@
-"""Server memory under worst-case uploads: a real `pneumoscope serve` process, its peak RSS read
-from /proc after each attack. Prints one table (and the CPU it ran on).
+"""Memory under worst-case inputs: a real `pneumoscope serve` process (its peak RSS read from /proc
+after each attack, cumulative), and `pneumoscope predict` / the Python API in a fresh process per
+input (peak RSS of that process). Prints two tables (and the CPU it ran on).
 
     .venv/bin/python bench/bench_limits.py [--run runs/demo/seg/resnet18]
 
@@ -26,6 +27,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from tests.dicom_samples import deflate_bomb  # noqa: E402
 from tests.helpers import free_port  # noqa: E402
 from tests.test_reliability import header_only_png  # noqa: E402
 
@@ -93,6 +95,43 @@ def tiny_run(work: Path) -> Path:
     return run
 
 
+PEAK = ("import resource, sys\nfrom pneumoscope.cli import main\ncode = main(sys.argv[1:])\n"
+        "print('PEAK', code, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, file=sys.stderr)\n")
+API_PEAK = ("import resource, sys, numpy as np\nimport pneumoscope\nm = pneumoscope.load_run(sys.argv[1], backend='torch')\n"
+            "try:\n    m.predict(np.broadcast_to(np.uint8(0), (20000, 20000)))\n    code = 0\n"
+            "except pneumoscope.PneumoscopeError:\n    code = 2\n"
+            "print('PEAK', code, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, file=sys.stderr)\n")
+
+
+def process_peak(snippet: str, *args: str) -> tuple[int, int, str]:
+    """Exit code, peak RSS (MB) and error line of one fresh process running ``snippet``."""
+    done = subprocess.run([sys.executable, "-c", snippet, *args], capture_output=True, text=True)
+    line = [x for x in done.stderr.splitlines() if x.startswith("PEAK")][-1].split()
+    error = next((x for x in done.stderr.splitlines() if x.startswith("pneumoscope: error:")), "")
+    return int(line[1]), int(line[2]), error[len("pneumoscope: error: "):][:90]
+
+
+def cli_rows(run: Path, work: Path) -> list[tuple]:
+    """predict on the worst input of each class, each in a fresh process."""
+    rows = []
+    cases = {"one 1024 px radiograph (baseline)": ("ok.png", lambda p: p.write_bytes(noise_png(1024))),
+             "2 MB deflated DICOM inflating to 2 GiB": ("bomb.dcm", lambda p: deflate_bomb(p, 64, 64, 2 << 30)),
+             "deflated DICOM declaring 20000x20000": ("big.dcm", lambda p: deflate_bomb(p, 20000, 20000, 4096)),
+             "13000x13000 PNG (169 MP, the largest under the 179 MP cap)": ("large.png",
+                                                                          lambda p: header_only_png(p, 13000, 13000)),
+             "20000x20000 PNG (400 MP)": ("huge.png", lambda p: header_only_png(p, 20000, 20000))}
+    for label, (name, make) in cases.items():
+        folder = work / "cli" / name
+        folder.mkdir(parents=True)
+        make(folder / name)
+        code, peak, error = process_peak(PEAK, "predict", "--run", str(run), str(folder), "--out", str(work / "cli-out" / name),
+                                         "--backend", "torch", "--overlay-size", "0")
+        rows.append((label, f"{(folder / name).stat().st_size / 1e6:.1f} MB", code, peak, error or "-"))
+    code, peak, _ = process_peak(API_PEAK, str(run))
+    rows.append(("Python API: a 20000x20000 array", "0 (a broadcast view)", code, peak, "refused by its shape"))
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", default=str(ROOT / "runs" / "demo" / "seg" / "resnet18"))
@@ -126,6 +165,12 @@ def main() -> None:
             codes = set(pool.map(lambda _: post(port, bomb, "bomb.png"), range(3)))
         rows.append(("3 concurrent 12000x12000 PNGs (144 MP, 140 KB each)", "3", "/".join(map(str, codes)),
                      peak_mb(proc.pid)))
+        dfl = deflate_bomb(work / "bomb.dcm", 64, 64, 2 << 30).read_bytes()
+        rows.append(("2 MB deflated DICOM inflating to 2 GiB", f"{len(dfl) >> 20} MB", str(post(port, dfl, "bomb.dcm")),
+                     peak_mb(proc.pid)))
+        largest = noise_png(5000)
+        rows.append((f"largest allowed image: 5000x5000 PNG (25 MP, {len(largest) >> 20} MB)", "1",
+                     str(post(port, largest, "largest.png")), peak_mb(proc.pid)))
         big = noise_png(4096)
         with ThreadPoolExecutor(32) as pool:
             codes = set(pool.map(lambda _: post(port, big, "big.png"), range(32)))
@@ -134,13 +179,20 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait()
+    try:
+        cli = cli_rows(run, work)
+    finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"CPU flags: {cpu_flags()}; cores: {os.cpu_count()}; run: {run}")
     print("| attack | sent | status | server peak RSS MB (cumulative) |")
     print("|---|---|---|---|")
     for r in rows:
         print("| " + " | ".join(map(str, r)) + " |")
-    print(json.dumps({"rows": rows}))
+    print("\n| input to predict (fresh process each) | file | exit | peak RSS MB | message |")
+    print("|---|---|---|---|---|")
+    for r in cli:
+        print("| " + " | ".join(map(str, r)) + " |")
+    print(json.dumps({"server": rows, "cli": cli}))
 
 
 if __name__ == "__main__":

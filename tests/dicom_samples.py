@@ -101,3 +101,41 @@ def encoded_set(folder: Path, names: dict | None = None) -> dict[str, Path]:
     for name, (syntax, encoder) in (names or {**LOSSLESS, **LOSSY}).items():
         out[name] = write(folder / f"{name}.dcm", pixels, syntax, None if encoder is None else bytes(encoder(pixels, ic)))
     return out
+
+
+def deflate_bomb(path: Path, rows: int, cols: int, pixel_bytes: int) -> Path:
+    """A Deflated Explicit VR Little Endian DICOM whose header says ``rows`` x ``cols`` (8-bit) while its
+    pixel data inflates to ``pixel_bytes`` zeros: a few MB on disk. Streamed through zlib, so making
+    a 2 GiB bomb never holds 2 GiB."""
+    import struct
+    import zlib
+
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset, write_file_meta_info
+    from pydicom.uid import DeflatedExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = SecondaryCaptureImageStorage, generate_uid()
+    meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    ds = Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = SecondaryCaptureImageStorage, meta.MediaStorageSOPInstanceUID, "DX"
+    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = rows, cols, 1, "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit, ds.PixelRepresentation = 7, 0
+    head = DicomBytesIO()
+    head.is_little_endian, head.is_implicit_VR = True, False
+    write_dataset(head, ds)
+    z = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    with open(path, "wb") as fh:
+        fh.write(b"\0" * 128 + b"DICM")
+        m = DicomBytesIO()
+        write_file_meta_info(m, meta)
+        fh.write(m.getvalue())
+        fh.write(z.compress(head.getvalue() + b"\xe0\x7f\x10\x00OB\0\0" + struct.pack("<I", pixel_bytes)))
+        chunk, left = bytes(1 << 20), pixel_bytes
+        while left:
+            fh.write(z.compress(chunk[: min(left, len(chunk))]))
+            left -= min(left, len(chunk))
+        fh.write(z.flush())
+    return path

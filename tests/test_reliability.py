@@ -134,23 +134,11 @@ def _edit_header_weights_id(ws) -> None:
     path.write_bytes(bytes(data))
 
 
-def _deflate_bomb(ws, rows: int = 64, cols: int = 64, pixel_bytes: int = 64 << 20, name: str = "bomb.dcm") -> Path:
-    """A deflated DICOM whose header says rows x cols but whose pixel data inflates to ``pixel_bytes``."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import DeflatedExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+def _deflate_bomb(ws, rows: int = 64, cols: int = 64, pixel_bytes: int = 256 << 20) -> Path:
+    """A deflated DICOM whose header says rows x cols but whose pixel data inflates to ``pixel_bytes`` (256 KB on disk)."""
+    from tests.dicom_samples import deflate_bomb
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = SecondaryCaptureImageStorage, generate_uid()
-    meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta, ds.SOPClassUID, ds.SOPInstanceUID = meta, SecondaryCaptureImageStorage, meta.MediaStorageSOPInstanceUID
-    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = rows, cols, 1, "MONOCHROME2"
-    ds.BitsAllocated = ds.BitsStored = 8
-    ds.HighBit, ds.PixelRepresentation = 7, 0
-    ds.PixelData = bytes(pixel_bytes)
-    path = ws["tmp"] / "good" / name
-    ds.save_as(path, enforce_file_format=True)
-    return path
+    return deflate_bomb(ws["tmp"] / "good" / "bomb.dcm", rows, cols, pixel_bytes)
 
 
 def _j2k_bigger_than_its_header(ws) -> None:
@@ -271,7 +259,7 @@ CASES = [
         ("one character of the weights id in the header edited", _edit_header_weights_id, None),
     ] if needle is not None],
     # -- every decoder bounded before it decodes ---------------------------------------------------------------------
-    ("predict a deflated DICOM bomb (64x64 declared, 64 MB inflated)", _deflate_bomb,
+    ("predict a deflated DICOM bomb (64x64 declared, 256 MB inflated)", _deflate_bomb,
      ["predict", "--run", "{run}", "{good}", "--out", "{tmp}/p", "--backend", "torch"], 2,
      "bomb.dcm: its deflated data inflates beyond the size its header declares (64x64 pixels, 1 frame(s))", "run"),
     ("predict a deflated DICOM declaring 20000x20000", lambda ws: _deflate_bomb(ws, 20000, 20000, 4096),

@@ -16,15 +16,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["load_run", "Predictor", "Prediction", "PredictOptions", "Run", "__version__"]
+__all__ = ["load_run", "Predictor", "Prediction", "PredictOptions", "Run", "PneumoscopeError", "PneumoscopeWarning",
+           "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .errors import PneumoscopeError
     from .inference.options import PredictOptions
-    from .inference.predictor import Prediction, Predictor, load_run
+    from .inference.predictor import PneumoscopeWarning, Prediction, Predictor, load_run
     from .runs import Run
 
 _LAZY = {"load_run": "inference.predictor", "Predictor": "inference.predictor", "Prediction": "inference.predictor",
-         "PredictOptions": "inference.options", "Run": "runs"}
+         "PredictOptions": "inference.options", "Run": "runs", "PneumoscopeError": "errors",
+         "PneumoscopeWarning": "inference.predictor"}
 
 
 def __getattr__(name: str) -> Any:

@@ -159,7 +159,7 @@ class Run:
         old = self.legacy_files()
         if old:
             raise PneumoscopeError(f"{self.root}: written by an older pneumoscope (pickled {', '.join(old)}, which can run "
-                                   f"code when loaded); if you trust it, convert it once: pneumoscope upgrade-run --run {self.root}")
+                                   f"code when loaded); if you trust it, convert it once: pneumoscope upgrade-run --run {self.root} --trust-pickles")
 
     # -- config -------------------------------------------------------------------------
     def read_config(self) -> Config:

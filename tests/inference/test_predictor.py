@@ -78,10 +78,37 @@ def test_integer_arrays_are_scaled_by_their_own_range(model, tiny_synth):
     (np.zeros((64, 64), complex), "got dtype complex128"),
     (np.array([["a"] * 64] * 64), "got dtype <U1"),
     (np.zeros((2, 2)), "too small for a radiograph"),
+    (b"\x89PNG\r\n\x1a\n...", "predict takes a file path \\(str or pathlib.Path\\) or a 2-D numpy array, got bytes"),
+    (b"/data/scan.dcm", "got bytes: to predict a file's contents, write them to a file"),
+    (bytearray(b"x" * 10), "got bytearray"),
+    (None, "got None"),
+    # 20000 x 20000 (a view of one byte: no memory taken) is refused by its shape before any conversion
+    (np.broadcast_to(np.uint8(0), (20000, 20000)), "image 0: 20000x20000 pixels \\(400 megapixels\\) is more than the limit of 179"),
 ])
 def test_bad_inputs_are_one_clear_error(model, bad, needle):
     with pytest.raises(PneumoscopeError, match=needle):
         model.predict(bad)
+
+
+@pytest.mark.parametrize("batch,needle", [
+    ([None], "expected a file path \\(str or pathlib.Path\\) or a 2-D numpy array for each image, got None"),
+    ([b"abc"], "got bytes"),
+    (["/x.png"], "got a path \\(/x.png\\).*predict\\(path\\) reads files"),
+    (np.zeros((64, 64)), "takes a list of 2-D images"),
+])
+def test_bad_batches_are_one_clear_error(model, batch, needle):
+    with pytest.raises(PneumoscopeError, match=needle):
+        model.predict_batch(batch)
+
+
+def test_an_empty_batch_is_an_empty_answer(model):
+    assert model.predict_batch([]) == []
+
+
+def test_the_servers_pixel_cap_applies_to_arrays(stage2_run):
+    capped = pneumoscope.load_run(stage2_run, backend="torch", max_megapixels=0.01)
+    with pytest.raises(PneumoscopeError, match="more than the limit of 0 megapixels"):
+        capped.predict(np.zeros((200, 200), np.uint8))
 
 
 def test_unknown_options_are_refused(stage2_run):

@@ -217,7 +217,7 @@ def list_images(inputs: list[str | Path]) -> list[Path]:
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES
+            out.extend(sorted(f for f in p.rglob("*") if f.name.lower().endswith(tuple(IMAGE_SUFFIXES))  # ".png" too
                               and (f.is_file() or (f.is_symlink() and not f.exists()))))
         elif p.is_file() or (p.is_symlink() and not p.exists()):
             out.append(p)

@@ -153,8 +153,8 @@ class PredictionFolder:
         """The SIIM submission of every image in the folder (``ImageId`` = file stem, RLE of its mask)."""
         out = []
         for r in rows:
-            path = self.root / "masks" / f"{self.name_for(r['file'])}.png"
-            mask = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_GRAYSCALE) if path.is_file() else None
+            picture = self.root / "masks" / f"{self.name_for(r['file'])}.png"
+            mask = cv2.imdecode(np.fromfile(picture, np.uint8), cv2.IMREAD_GRAYSCALE) if picture.is_file() else None
             if mask is None:
                 raise PneumoscopeError(f"{self.root}: the mask of {r['file']} is missing; rerun with --no-resume")
             out.append({"ImageId": Path(r["file"]).stem, "EncodedPixels": encode(mask > 0)})
