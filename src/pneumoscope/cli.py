@@ -14,17 +14,25 @@ from pathlib import Path
 from . import __version__
 from . import config as config_mod
 from .errors import PneumoscopeError
+from .stats import describe, fmt, too_wide
+
+SEG_KEYS = ("loss", "iou", "iou_pos", "dice_kaggle", "dice_pos", "pixel_accuracy")
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="YAML config file, or a bundled name (demo, paper)")
+    p.add_argument("--config", help="YAML config file, or a bundled name: demo, real, paper, siim-winners "
+                   "(default: real with --data, demo without)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set train.lr=5e-4 (repeatable)")
 
 
 def _config_from(args: argparse.Namespace, default: str | None = None) -> config_mod.Config:
+    """The config of a training command: ``--config``, else ``real`` when ``--data`` names real data and
+    ``default`` (the demo's phantoms) when it does not; then the flags and ``--set`` overrides."""
     overrides = list(args.overrides)
     data = getattr(args, "data", None)
+    if data and default == "demo":
+        default = "real"  # the demo's recipe is tuned on phantoms; real radiographs get the one measured on them
     if isinstance(data, list):  # --data repeated: the first folder, and the others trained on with it
         import json
 
@@ -62,27 +70,28 @@ def cmd_train_seg(args: argparse.Namespace) -> None:
     from .stage1.pipeline import train_seg
 
     cfg = _config_from(args, "demo")
+    if args.config is None:
+        print(f"config: {'real (the recipe for real radiographs)' if args.data else 'demo (synthetic phantoms)'}; "
+              "--config names another (paper, siim-winners, or a file)", flush=True)
     t0 = time.perf_counter()
     metrics = train_seg(cfg, args.out, resume=args.resume)
     if metrics:
         print(f"trained {cfg.model.encoder} in {time.perf_counter() - t0:.0f}s; {metrics['split']} metrics: "
-              + ", ".join(f"{k} {metrics[k]:.4f}" for k in ("loss", "iou", "iou_pos", "dice_kaggle", "dice_pos", "pixel_accuracy")
-                          if metrics.get(k) is not None and metrics[k] == metrics[k])
-              + f"; run folder: {args.out}")
+              + describe(metrics, SEG_KEYS) + f"; run folder: {args.out}")
+        for line in metrics.get("warnings", []):
+            print(f"warning: {line}")
 
 
 def cmd_evaluate_seg(args: argparse.Namespace) -> None:
     from .stage1.pipeline import evaluate_seg
 
     m = evaluate_seg(args.run, args.data, args.split, args.layout, args.skip_bad, args.out)
-    print(f"{m['split']} ({m['n_images']} images, {m['n_positive']} positive): "
-          + ", ".join(f"{k} {m[k]:.4f}" for k in ("loss", "iou", "iou_pos", "dice_kaggle", "dice_pos", "pixel_accuracy")
-                      if m[k] == m[k])
-          + f"; wrote {m['path']}")
+    print(f"{m['split']} ({m['n_images']} images, {m['n_positive']} positive): {describe(m, SEG_KEYS)}; wrote {m['path']}")
     if "postprocessed" in m:
         pp = m["postprocessed"]
-        print("with post-processing " + ", ".join(f"{k} {pp[k]:.4f}" for k in ("iou", "iou_pos", "dice_kaggle", "dice_pos")
-                                                    if pp[k] is not None and pp[k] == pp[k]) + f" (rule {pp['rule']})")
+        print("with post-processing " + describe(pp, ("iou", "iou_pos", "dice_kaggle", "dice_pos")) + f" (rule {pp['rule']})")
+    for line in m.get("warnings", []):
+        print(f"warning: {line}")
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
@@ -118,26 +127,42 @@ def cmd_run(args: argparse.Namespace) -> None:
     cfg = _config_from(args, "demo")
     t0 = time.perf_counter()
     m = run_study(cfg, args.out)
-    print("Table 1 (test split):")
+    print("Table 1 (test split; 95 % bootstrap intervals over patients):")
     cols = ["encoder", "loss", "iou", "pixel_accuracy", "iou_pos", "dice_kaggle", "dice_pos"]
-    print("  " + "  ".join(f"{c:<18}" if c == "encoder" else f"{c:>14}" for c in cols))
+    print("  " + "  ".join(f"{c:<18}" if c == "encoder" else f"{c:>22}" for c in cols))
     for row in m["table1"]:
-        print("  " + "  ".join(f"{row[c]:<18}" if c == "encoder" else f"{row[c]:>14.4f}" for c in cols))
+        print("  " + "  ".join(f"{row[c]:<18}" if c == "encoder" else f"{fmt(row[c], [row.get(c + '_lo'), row.get(c + '_hi')]):>22}"
+                               for c in cols) + f"  (n = {row['n_images']}, {row['n_positive']} positive)")
+    for line in m.get("notes", []):
+        print(f"  note: {line}")
     print(f"best encoder (validation IoU): {m['best_encoder']}")
     _print_table2(m["stage2"])
     print(f"finished in {time.perf_counter() - t0:.0f}s; report: {m['report']}")
 
 
 def _print_table2(s2: dict) -> None:
-    print("Table 2 (classifier, evaluation images):")
-    print(f"  {'stage':<14}{'class':<14}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}")
+    print("Table 2 (classifier, evaluation images; 95 % bootstrap intervals over patients):")
+    print(f"  {'stage':<14}{'class':<14}{'precision':>22}{'recall':>22}{'f1':>22}{'support':>9}")
     for stage in ("before", "after"):
+        ci = s2[stage].get("ci95", {})
         for cls, c in s2[stage]["per_class"].items():
-            print(f"  {stage + ' tuning':<14}{cls:<14}{c['precision']:>10.4f}{c['recall']:>10.4f}{c['f1']:>10.4f}{c['support']:>9}")
+            print(f"  {stage + ' tuning':<14}{cls:<14}" + "".join(f"{fmt(c[k], ci.get(f'{cls}.{k}')):>22}"
+                                                             for k in ("precision", "recall", "f1")) + f"{c['support']:>9}")
     for stage in ("before", "after"):
-        m = s2[stage]
-        print(f"  {stage} tuning: threshold {m['threshold']:.4f}, ROC AUC {m['roc_auc']:.4f}, AP {m['average_precision']:.4f}, "
-              f"sensitivity {m['sensitivity']:.4f}, specificity {m['specificity']:.4f}, ECE {m['ece']:.4f}")
+        m, ci = s2[stage], s2[stage].get("ci95", {})
+        print(f"  {stage} tuning: threshold {m['threshold']:.4f}, " + ", ".join(
+            f"{name} {fmt(m[k], ci.get(k))}" for name, k in (("ROC AUC", "roc_auc"), ("AP", "average_precision"),
+                                                             ("sensitivity", "sensitivity"), ("specificity", "specificity"),
+                                                             ("ECE", "ece"))))
+    if "n_images" in s2["after"]:
+        a = s2["after"]
+        print(f"  n = {a['n_images']} images ({a['n_positive']} pneumothorax, {a['n_patients']} patients)"
+              + (f"; {too_wide(a['n_positive'])}" if too_wide(a["n_positive"]) else ""))
+    diff = s2.get("after_minus_before")
+    if diff:
+        print("  after - before (paired bootstrap): " + ", ".join(
+            f"{k} {d['difference']:+.4f} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]"
+            for k, d in diff.items() if k in ("roc_auc", "average_precision", "pneumothorax.f1") and d["difference"] == d["difference"]))
 
 
 def cmd_train_cls(args: argparse.Namespace) -> None:

@@ -36,6 +36,7 @@ class DataConfig:
     hflip: bool = False  # horizontal flip (off by default: anatomy is not symmetric)
     positive_fraction: float | None = None  # share of positive images sampled per epoch (None: the data's own)
     positive_fraction_end: float | None = None  # with positive_fraction: falls linearly to this share by the last epoch
+    positive_floor: float | None = None  # without positive_fraction: when positives are rarer than this share, sample them at it
     skip_bad: bool = False  # skip unreadable items and list them instead of failing
     synth_n: int = 800  # synthetic default: number of phantoms
     synth_size: int = 256  # synthetic default: phantom resolution
@@ -86,6 +87,7 @@ class TrainConfig:
     plateau_factor: float = 0.5
     plateau_patience: int = 3
     early_stopping_patience: int = 5
+    min_epochs: int = 0  # early stopping may not stop before this many epochs (a few validation images are noisy)
     seed: int = 42
     deterministic: bool = True
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -93,6 +95,7 @@ class TrainConfig:
     channels_last: bool = True  # NHWC layout: faster convolutions on CUDA and on CPU (oneDNN)
     num_workers: int = 0
     threshold: float = 0.5  # probability threshold for masks and metrics
+    rule_objective: str = "dice_kaggle"  # what the post-processing rule search maximises on val: dice_kaggle | balanced
     progress: bool = True
 
 
@@ -192,6 +195,7 @@ _RULES: dict[str, tuple[Any, str]] = {
     "data.test_fraction": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "data.positive_fraction": (lambda v: v is None or 0 < v < 1, "null or in (0, 1)"),
     "data.positive_fraction_end": (lambda v: v is None or 0 < v < 1, "null or in (0, 1)"),
+    "data.positive_floor": (lambda v: v is None or 0 < v < 1, "null or in (0, 1)"),
     "loss.preset": (lambda v: v is None or v in LOSS_PRESETS, f"null or one of {', '.join(LOSS_PRESETS)}"),
     "train.schedule": (lambda v: v in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
     "train.warmup_epochs": (lambda v: v >= 0, ">= 0"),
@@ -218,8 +222,10 @@ _RULES: dict[str, tuple[Any, str]] = {
     "train.plateau_factor": (lambda v: 0 < v < 1, "in (0, 1)"),
     "train.plateau_patience": (lambda v: v >= 0, ">= 0"),
     "train.early_stopping_patience": (lambda v: v >= 1, ">= 1"),
+    "train.min_epochs": (lambda v: v >= 0, ">= 0"),
     "train.num_workers": (lambda v: v >= 0, ">= 0"),
     "train.threshold": (lambda v: 0 < v < 1, "in (0, 1)"),
+    "train.rule_objective": (lambda v: v in ("dice_kaggle", "balanced"), "dice_kaggle or balanced"),
     "stage2.test_fraction": (lambda v: 0 < v < 1, "in (0, 1)"),
     "stage2.n_iter": (lambda v: v >= 1, ">= 1"),
     "stage2.cv_folds": (lambda v: v >= 2, ">= 2"),

@@ -51,10 +51,11 @@ S2_SUMMARY = "stage2.json"
 S2_FEATURE_NAMES = "feature_names.json"
 S2_TABLE2 = "table2.csv"
 S2_FEATURES = "features.npz"
+MODEL_CARD = "MODEL_CARD.md"
 LEGACY_BEST, LEGACY_CLASSIFIER = "best.pt", "classifier.joblib"  # pickles written by pneumoscope 0.1
 
 # What was derived from a run's weights: removed when new weights replace them.
-DERIVED = (ONNX, EXPORT_REPORT, BACKEND_MEMO, BACKEND_PROBE, POSTPROCESS, STAGE2)
+DERIVED = (ONNX, EXPORT_REPORT, BACKEND_MEMO, BACKEND_PROBE, POSTPROCESS, STAGE2, MODEL_CARD)
 SPLIT_NAMES = ("train", "val", "test")
 
 # Derived files that change answers: what to say when they belong to other weights, and what to
@@ -365,6 +366,11 @@ class Run:
             return
         write_csv(path, ["id", "path", "reason"], ({"id": e.item_id, "path": e.path, "reason": e.reason} for e in skipped))
 
+    def write_model_card(self, text: str) -> Path:
+        """``MODEL_CARD.md`` (removed with the other derived files when new weights replace these)."""
+        atomic_write(self._p(MODEL_CARD), text)
+        return self._p(MODEL_CARD)
+
     # -- derived files, tied to the weights ----------------------------------------------
     def _write_derived(self, path: Path, data: dict) -> None:
         write_json(path, {**data, "weights_id": self.weights_id()})
@@ -569,6 +575,11 @@ class Study:
     def plot_path(self, name: str) -> Path:
         """``plots/<name>.png``."""
         return self.root / "plots" / f"{name}.png"
+
+    @property
+    def model_card_path(self) -> Path:
+        """The study's copy of its best run's ``MODEL_CARD.md``."""
+        return self.root / MODEL_CARD
 
     def write_report(self, page: str) -> Path:
         """``report.html``."""

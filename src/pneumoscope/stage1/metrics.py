@@ -5,6 +5,8 @@
 - ``dice_kaggle``: mean per-image Dice over all images; 1 when both are empty.
 - ``dice_pos``: mean per-image Dice over images with non-empty truth.
 - ``pixel_accuracy``: fraction of correctly classified pixels.
+- ``pos_empty``: share of images with non-empty truth whose predicted mask is empty (1.0 on every
+  positive: the model has collapsed to drawing nothing).
 
 Sums are kept so that shards (DDP ranks, batches) combine exactly.
 """
@@ -14,8 +16,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+CI_KEYS = ("iou", "pixel_accuracy", "iou_pos", "dice_kaggle", "dice_pos")  # reported with a 95 % interval (_lo, _hi)
 _FIELDS = ("pixels", "correct", "inter", "union", "n", "dice_sum", "n_pos", "dice_pos_sum", "iou_pos_sum",
-           "loss_sum", "loss_n")
+           "loss_sum", "loss_n", "n_pos_empty")
 
 
 def per_image_dice(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -54,6 +57,7 @@ class SegMetrics:
             pixels=p.size, correct=(p == t).sum(), inter=(p & t).sum(), union=(p | t).sum(), n=n,
             dice_sum=dice.sum(), n_pos=pos.sum(), dice_pos_sum=dice[pos].sum(), iou_pos_sum=iou[pos].sum(),
             loss_sum=(loss * n if loss is not None else 0.0), loss_n=(n if loss is not None else 0),
+            n_pos_empty=(pos & ~p.reshape(n, -1).any(1)).sum(),
         )
         self.sums += torch.tensor([float(vals[f]) for f in _FIELDS], dtype=torch.float64)
 
@@ -77,4 +81,56 @@ class SegMetrics:
             "pixel_accuracy": div(s["correct"], s["pixels"]),
             "n_images": int(s["n"]),
             "n_positive": int(s["n_pos"]),
+            "pos_empty": div(s["n_pos_empty"], s["n_pos"]),  # share of positive images predicted empty (1: collapse)
         }
+
+
+def per_image_counts(pred: np.ndarray, truth: np.ndarray) -> dict[str, np.ndarray]:
+    """What every metric above is made of, per image (boolean arrays N x ...): the basis of the
+    bootstrap intervals, which resample images (by patient) and recompute the metrics from these."""
+    p = np.asarray(pred).reshape(len(pred), -1).astype(bool)
+    t = np.asarray(truth).reshape(len(truth), -1) > 0.5
+    return {"inter": (p & t).sum(1), "union": (p | t).sum(1), "correct": (p == t).sum(1),
+            "pixels": np.full(len(p), p.shape[1]), "dice": per_image_dice(p, t), "iou": per_image_iou(p, t),
+            "pos": t.any(1)}
+
+
+def metrics_of(counts: dict[str, np.ndarray], idx: np.ndarray) -> dict[str, float]:
+    """The metrics of the images ``idx`` (with repeats, as a bootstrap resample has them)."""
+    c = {k: v[idx] for k, v in counts.items()}
+    pos = c["pos"]
+    nan = float("nan")
+    union = c["union"].sum()
+    return {"iou": float(c["inter"].sum() / union) if union > 0 else 1.0,
+            "iou_pos": float(c["iou"][pos].mean()) if pos.any() else nan,
+            "dice_kaggle": float(c["dice"].mean()) if len(idx) else nan,
+            "dice_pos": float(c["dice"][pos].mean()) if pos.any() else nan,
+            "pixel_accuracy": float(c["correct"].sum() / c["pixels"].sum()) if len(idx) else nan}
+
+
+def with_intervals(pred: np.ndarray, truth: np.ndarray, patients) -> dict:
+    """95 % bootstrap intervals (patients resampled) of every metric of ``pred`` against ``truth``,
+    with the numbers they rest on: ``{"ci95": {metric: [lo, hi]}, "n_patients", "bootstrap"}``."""
+    from ..stats import Resampler, bootstrap
+
+    counts = per_image_counts(pred, truth)
+    resampler = Resampler.over(list(patients) if patients is not None else None, len(pred))
+    return {"ci95": bootstrap(lambda idx: metrics_of(counts, idx), resampler), "n_patients": resampler.n_patients,
+            "bootstrap": {"draws": resampler.draws, "seed": resampler.seed, "unit": "patient", "level": 0.95}}
+
+
+def per_source(pred: np.ndarray, truth: np.ndarray, patients, sources) -> dict[str, dict]:
+    """The metrics (with intervals and n) of each source's images, when the images come from several
+    collections (e.g. SIIM positives and NIH normals): a model that learned the collection scores
+    very differently on each."""
+    sources = np.asarray(sources, dtype=object)
+    if len(set(sources.tolist())) < 2:
+        return {}
+    counts = per_image_counts(pred, truth)
+    out = {}
+    for name in sorted(set(sources.tolist())):
+        idx = np.flatnonzero(sources == name)
+        sub = list(np.asarray(patients, dtype=object)[idx]) if patients is not None else None
+        out[str(name)] = {**metrics_of(counts, idx), "n_images": int(len(idx)), "n_positive": int(counts["pos"][idx].sum()),
+                          **with_intervals(pred[idx], truth[idx], sub)}
+    return out

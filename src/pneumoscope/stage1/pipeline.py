@@ -25,7 +25,7 @@ from ..runs import Run
 from . import postprocess
 from .engine import evaluate
 from .losses import CompositeLoss
-from .metrics import SegMetrics
+from .metrics import SegMetrics, per_source, with_intervals
 from .trainer import check_resumable, train_segmentation
 from .unet import canonical_encoder, load_model
 
@@ -95,13 +95,25 @@ def _train_seg(cfg: Config, run: Run, resume: bool, cache: Cache | None, skipped
                                     search_rows=np.flatnonzero(split == "val"))
             metrics.update(split=part, encoder=cfg.model.encoder, size=cfg.data.size, epochs_run=state.epoch,
                            best_epoch=state.best_epoch, n_skipped=len(skipped),
-                           split_counts=split_summary(split_df).to_dict("records"))
+                           split_counts=split_summary(split_df).to_dict("records"),
+                           warnings=[*state.collapsed, *collapse_warnings(metrics, cfg.model.encoder, part)])
             if state.averaged:
                 metrics["averaged"] = state.averaged
             run.write_metrics(metrics)
+            from ..study.card import write_model_card
+
+            write_model_card(run)
         return metrics
     finally:
         distributed.cleanup(info)
+
+
+def collapse_warnings(metrics: dict, encoder: str, part: str) -> list[str]:
+    """A line when the evaluated model predicts an empty mask on every positive image."""
+    if metrics.get("pos_empty") == 1.0:
+        return [f"[{encoder}] collapse: every {part} positive ({metrics['n_positive']}) is predicted empty; the model "
+                "draws nothing (its dice_kaggle counts only the empty normals)"]
+    return []
 
 
 def _init_from(cfg: Config, cache: Cache) -> tuple[dict, pd.DataFrame | None]:
@@ -148,16 +160,24 @@ def evaluate_rows(run: Run, cache: Cache, rows: np.ndarray, device: torch.device
     model, cfg = load_model(run, device)
     if search_rows is not None and len(search_rows):
         _, val_probs = _evaluate_probs(model, cfg, cache, search_rows, device)
-        rule, score, plain = postprocess.search(val_probs, np.asarray(cache.masks[search_rows]))
-        postprocess.save_rule(run, rule, score, plain)
+        rule, score, plain = postprocess.search(val_probs, np.asarray(cache.masks[search_rows]), cfg.train.rule_objective)
+        postprocess.save_rule(run, rule, score, plain, cfg.train.rule_objective)
     metrics, probs = _evaluate_probs(model, cfg, cache, rows, device)
+    truths = np.asarray(cache.masks[rows])
+    patients = cache.index["patient_id"].iloc[rows].tolist() if "patient_id" in cache.index else None
+    metrics.update(with_intervals(probs > cfg.train.threshold, truths, patients))
+    if "source" in cache.index:  # several collections: each one's metrics, to see whether one carries the score
+        by_source = per_source(probs > cfg.train.threshold, truths, patients, cache.index["source"].iloc[rows].tolist())
+        if by_source:
+            metrics["per_source"] = by_source
     rule = postprocess.load_rule(run)
     if rule is not None:
         acc = SegMetrics()
-        acc.update(rule.apply(probs), np.asarray(cache.masks[rows]))
+        kept = rule.apply(probs)
+        acc.update(kept, truths)
         pp = acc.compute()
         pp.pop("loss")
-        metrics["postprocessed"] = {**pp, "rule": rule.to_dict()}
+        metrics["postprocessed"] = {**pp, "rule": rule.to_dict(), "ci95": with_intervals(kept, truths, patients)["ci95"]}
     return metrics
 
 
@@ -203,7 +223,7 @@ def _evaluate_and_save(run: Run, cfg: Config, cache: Cache, rows: np.ndarray, sp
                        same_data: bool, data: str | None, out: str | None) -> dict:
     metrics = evaluate_rows(run, cache, rows)
     metrics.update(split=split, data=str(cfg.data.path or "synthetic"), encoder=cfg.model.encoder,
-                   n_skipped=len(skipped))
+                   n_skipped=len(skipped), warnings=collapse_warnings(metrics, cfg.model.encoder, split))
     own = same_data and split == "test" and out is None  # only the run's own test metrics replace its metrics file
     path = Path(out) if out is not None else run.metrics_path_for(None if same_data else str(data), split)
     metrics["path"] = str(run.write_metrics(metrics, path))

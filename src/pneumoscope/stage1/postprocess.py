@@ -50,21 +50,25 @@ def load_rule(run: Run) -> Rule | None:
     return None if saved is None else Rule.from_dict(saved)
 
 
-def save_rule(run: Run, rule: Rule, score: float | None = None, baseline: float | None = None) -> None:
-    """Save a rule in a run with its validation ``dice_kaggle`` and that of the plain threshold."""
-    run.write_postprocess({**rule.to_dict(), "val_dice_kaggle": score, "val_dice_kaggle_plain": baseline})
+def save_rule(run: Run, rule: Rule, score: float | None = None, baseline: float | None = None,
+              objective: str = "dice_kaggle") -> None:
+    """Save a rule in a run with its validation score (``objective``) and that of the plain threshold."""
+    run.write_postprocess({**rule.to_dict(), "objective": objective, f"val_{objective}": score, f"val_{objective}_plain": baseline})
 
 
-def search(probs: np.ndarray, truths: np.ndarray) -> tuple[Rule, float, float]:
+def search(probs: np.ndarray, truths: np.ndarray, objective: str = "dice_kaggle") -> tuple[Rule, float, float]:
     """Grid search of the triplet maximising mean per-image Dice (empty-empty = 1).
 
-    ``probs`` float (N, H, W), ``truths`` 0/1 (N, H, W). Returns the best rule, its
-    ``dice_kaggle`` and that of the plain 0.5 threshold.
+    ``probs`` float (N, H, W), ``truths`` 0/1 (N, H, W). ``objective``: ``dice_kaggle`` (the mean over
+    all images, the leaderboard's), or ``balanced``: the mean of the positives' mean Dice and the
+    normals' mean (1 for an empty prediction), so that when normals outnumber positives, emptying
+    every mask is not the best rule. Returns the best rule, its score and that of the plain 0.5 threshold.
     """
     n = len(probs)
     p = probs.reshape(n, -1).astype(np.float32)
     t = truths.reshape(n, -1) > 0
     tsum = t.sum(1)
+    pos = tsum > 0
     pix = p.shape[1]
     top_area = {top: (p > top).sum(1) for top in TOPS}
     parts = {}
@@ -77,6 +81,8 @@ def search(probs: np.ndarray, truths: np.ndarray) -> tuple[Rule, float, float]:
         inter, psum = parts[bottom]
         denom = np.where(keep, psum, 0) + tsum
         dice = np.where(denom == 0, 1.0, 2.0 * np.where(keep, inter, 0) / np.maximum(denom, 1))
+        if objective == "balanced" and pos.any() and (~pos).any():
+            return float(0.5 * dice[pos].mean() + 0.5 * dice[~pos].mean())
         return float(dice.mean())
 
     best, best_score = Rule(), -1.0

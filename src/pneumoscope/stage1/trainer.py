@@ -35,7 +35,15 @@ from .schedule import LRSchedule
 from .unet import build_model
 
 HISTORY_FIELDS = ["epoch", "train_loss", "val_loss", "val_iou", "val_iou_pos", "val_dice_pos", "val_dice_kaggle",
-                  "val_pixel_accuracy", "lr", "seconds"]
+                  "val_pixel_accuracy", "val_pos_empty", "lr", "seconds"]
+COLLAPSE_EPOCHS = 3  # this many epochs in a row with every validation positive predicted empty: a collapse
+
+
+def collapse_line(encoder: str, epochs: int, where: str = "validation") -> str:
+    """The one line that says a model has collapsed to empty masks."""
+    return (f"[{encoder}] collapse: every {where} positive predicted empty for {epochs} epochs in a row (the model is "
+            "learning to draw nothing; see docs/training.md: more positives per batch, data.positive_fraction, "
+            "loss.focal_alpha)")
 
 
 @dataclass
@@ -48,6 +56,8 @@ class TrainState:
     bad_epochs: int = 0
     history: list[dict] = field(default_factory=list)
     averaged: dict = field(default_factory=dict)  # the best-k average, when one was made
+    empty_epochs: int = 0  # consecutive epochs in which every validation positive was predicted empty
+    collapsed: list = field(default_factory=list)  # the collapse lines said (once each), for the report
 
 
 def _loader(ds: SegDataset, sampler: EpochSampler, batch_size: int, workers: int, drop_last: bool) -> DataLoader:
@@ -65,10 +75,13 @@ def check_resumable(resume_state: dict, cfg: Config) -> None:
                                    f"resume with the same {key}, or train into another --out")
 
 
-def _positive_fraction(cfg: Config, epoch: int) -> float | None:
-    """This epoch's share of positive images: constant, or falling linearly from start to end."""
+def _positive_fraction(cfg: Config, epoch: int, own_share: float = 1.0) -> float | None:
+    """This epoch's share of positive images: constant, or falling linearly from start to end; without
+    either, ``data.positive_floor`` when the training images' own share (``own_share``) is below it."""
     d, n = cfg.data, cfg.train.epochs
-    if d.positive_fraction is None or d.positive_fraction_end is None:
+    if d.positive_fraction is None:
+        return d.positive_floor if d.positive_floor is not None and 0 < own_share < d.positive_floor else None
+    if d.positive_fraction_end is None:
         return d.positive_fraction
     t = (epoch - 1) / max(1, n - 1)
     return d.positive_fraction + (d.positive_fraction_end - d.positive_fraction) * t
@@ -109,7 +122,8 @@ def train_segmentation(cfg: Config, cache: Cache, split: np.ndarray, split_table
     optim = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=tc.lr, weight_decay=tc.weight_decay)
     train_ds = SegDataset(cache, train_rows, augmentation(cfg.data.hflip) if cfg.data.augment else None, tc.seed)
     val_ds = SegDataset(cache, val_rows[info.rank :: info.world])
-    train_sampler = EpochSampler(train_ds.labels(), True, tc.seed, cfg.data.positive_fraction, info.rank, info.world)
+    own_share = float((train_ds.labels() > 0).mean())
+    train_sampler = EpochSampler(train_ds.labels(), True, tc.seed, _positive_fraction(cfg, 1, own_share), info.rank, info.world)
     drop_last = len(train_rows) > tc.batch_size * info.world
     train_dl = _loader(train_ds, train_sampler, tc.batch_size, tc.num_workers, drop_last=drop_last)
     val_dl = _loader(val_ds, EpochSampler(val_ds.labels(), False), tc.batch_size, tc.num_workers, drop_last=False)
@@ -135,11 +149,11 @@ def train_segmentation(cfg: Config, cache: Cache, split: np.ndarray, split_table
     use_amp = tc.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
     judged = ema.model if ema is not None else model  # what is validated and saved
-    while state.epoch < tc.epochs and state.bad_epochs < tc.early_stopping_patience:
+    while state.epoch < tc.epochs and (state.bad_epochs < tc.early_stopping_patience or state.epoch < tc.min_epochs):
         epoch = state.epoch + 1
         t0 = time.perf_counter()
         train_sampler.set_epoch(epoch)
-        train_sampler.positive_fraction = _positive_fraction(cfg, epoch)
+        train_sampler.positive_fraction = _positive_fraction(cfg, epoch, own_share)
         train_ds.set_epoch(epoch)
         frozen = epoch <= tc.freeze_encoder_epochs
         _set_encoder_frozen(model, frozen, trainable)
@@ -174,6 +188,11 @@ def train_segmentation(cfg: Config, cache: Cache, split: np.ndarray, split_table
         sched.epoch_end(val["loss"])
         if best_k is not None:
             best_k.offer(val["loss"], epoch, judged)
+        state.empty_epochs = state.empty_epochs + 1 if val.get("pos_empty") == 1.0 else 0
+        if state.empty_epochs == COLLAPSE_EPOCHS and info.is_main:
+            line = collapse_line(cfg.model.encoder, COLLAPSE_EPOCHS)
+            state.collapsed.append(f"epoch {epoch}: {line}")
+            print(line, flush=True)  # said while training, whatever train.progress says
         improved = val["loss"] < state.best_val
         if improved:
             state.best_val, state.best_epoch, state.bad_epochs = val["loss"], epoch, 0
@@ -182,7 +201,7 @@ def train_segmentation(cfg: Config, cache: Cache, split: np.ndarray, split_table
         state.epoch = epoch
         row = {"epoch": epoch, "train_loss": train_acc.compute()["loss"], "val_loss": val["loss"], "val_iou": val["iou"],
                "val_iou_pos": val["iou_pos"], "val_dice_pos": val["dice_pos"], "val_dice_kaggle": val["dice_kaggle"],
-               "val_pixel_accuracy": val["pixel_accuracy"], "lr": optim.param_groups[0]["lr"],
+               "val_pixel_accuracy": val["pixel_accuracy"], "val_pos_empty": val["pos_empty"], "lr": optim.param_groups[0]["lr"],
                "seconds": round(time.perf_counter() - t0, 2)}
         state.history.append(row)
         if info.is_main:
@@ -202,7 +221,7 @@ def train_segmentation(cfg: Config, cache: Cache, split: np.ndarray, split_table
                 print(f"[{cfg.model.encoder}] epoch {epoch}: train_loss {row['train_loss']:.4f} val_loss {val['loss']:.4f} "
                       f"val_dice_pos {val['dice_pos']:.4f} val_iou {val['iou']:.4f} lr {row['lr']:.2e} ({row['seconds']}s)",
                       flush=True)
-        if broadcast_flag(state.bad_epochs >= tc.early_stopping_patience, info):
+        if broadcast_flag(state.bad_epochs >= tc.early_stopping_patience and epoch >= tc.min_epochs, info):
             break
     if best_k is not None and len(best_k.items) >= 2:
         _average_best(cfg, best_k, judged, train_ds, val_dl, loss_fn, device, state, run, split_table, info)

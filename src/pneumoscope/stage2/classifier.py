@@ -152,3 +152,53 @@ def classification_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> di
         "ece": expected_calibration_error(y, p),
         "confusion": {"tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp)},
     }
+
+
+def _flat(m: dict) -> dict[str, float]:
+    """The numbers of :func:`classification_metrics` that get an interval, as flat names."""
+    out = {k: m[k] for k in ("accuracy", "roc_auc", "average_precision", "sensitivity", "specificity", "ece")}
+    for cls_name, c in m["per_class"].items():
+        for k in ("precision", "recall", "f1"):
+            out[f"{cls_name}.{k}"] = c[k]
+    return out
+
+
+def _flat_metrics(y: np.ndarray, p: np.ndarray, threshold: float, idx: np.ndarray) -> dict[str, float]:
+    yy, pp = y[idx], p[idx]
+    pred = (pp >= threshold).astype(int)
+    prec, rec, f1, _ = precision_recall_fscore_support(yy, pred, labels=[0, 1], zero_division=0)
+    both = len(np.unique(yy)) == 2
+    pos, neg = yy == 1, yy == 0
+    out = {"accuracy": float((pred == yy).mean()),
+           "roc_auc": float(roc_auc_score(yy, pp)) if both else float("nan"),
+           "average_precision": float(average_precision_score(yy, pp)) if both else float("nan"),
+           "sensitivity": float(pred[pos].mean()) if pos.any() else float("nan"),
+           "specificity": float(1 - pred[neg].mean()) if neg.any() else float("nan"),
+           "ece": expected_calibration_error(yy, pp)}
+    for i, name in enumerate(("normal", "pneumothorax")):
+        out.update({f"{name}.precision": float(prec[i]), f"{name}.recall": float(rec[i]), f"{name}.f1": float(f1[i])})
+    return out
+
+
+def with_intervals(y: np.ndarray, p: np.ndarray, threshold: float, patients=None) -> dict:
+    """:func:`classification_metrics` plus ``ci95`` (95 % bootstrap intervals, patients resampled,
+    of every number: per-class precision/recall/F1 as ``"pneumothorax.f1"``), ``n_images``,
+    ``n_positive``, ``n_patients`` and the bootstrap settings."""
+    from ..stats import Resampler, bootstrap
+
+    y, p = np.asarray(y).astype(int), np.asarray(p, dtype=np.float64)
+    m = classification_metrics(y, p, threshold)
+    resampler = Resampler.over(patients, len(y))
+    m.update(ci95=bootstrap(lambda idx: _flat_metrics(y, p, threshold, idx), resampler), n_images=int(len(y)),
+             n_positive=int((y == 1).sum()), n_patients=resampler.n_patients,
+             bootstrap={"draws": resampler.draws, "seed": resampler.seed, "unit": "patient", "level": 0.95})
+    return m
+
+
+def paired_difference(y: np.ndarray, p_a: np.ndarray, t_a: float, p_b: np.ndarray, t_b: float, patients=None) -> dict:
+    """B minus A (e.g. after tuning minus before) of every metric, with a paired bootstrap interval."""
+    from ..stats import Resampler, paired
+
+    y = np.asarray(y).astype(int)
+    resampler = Resampler.over(patients, len(y))
+    return paired(lambda idx: _flat_metrics(y, p_a, t_a, idx), lambda idx: _flat_metrics(y, p_b, t_b, idx), resampler, len(y))

@@ -30,8 +30,10 @@ from . import classifier as clf
 from .extractors import build_extractor
 from .features import FeatureSet, compute_features
 from .portable import PortableClassifier
+from .shortcut import per_source_classification, source_check
 
-TABLE2_COLUMNS = ["stage", "class", "precision", "recall", "f1", "support"]
+TABLE2_COLUMNS = ["stage", "class", "precision", "precision_lo", "precision_hi", "recall", "recall_lo", "recall_hi",
+                  "f1", "f1_lo", "f1_hi", "support"]
 
 
 @dataclass
@@ -88,8 +90,12 @@ def _table2(before: dict, after: dict) -> pd.DataFrame:
     rows = []
     for stage, m in (("before tuning", before), ("after tuning", after)):
         for cls in ("normal", "pneumothorax"):
-            c = m["per_class"][cls]
-            rows.append({"stage": stage, "class": cls, **{k: c[k] for k in ("precision", "recall", "f1", "support")}})
+            c, ci = m["per_class"][cls], m.get("ci95", {})
+            row = {"stage": stage, "class": cls, "support": c["support"]}
+            for k in ("precision", "recall", "f1"):  # each with its 95 % bootstrap interval
+                lo, hi = ci.get(f"{cls}.{k}", [float("nan")] * 2)
+                row.update({k: c[k], f"{k}_lo": lo, f"{k}_hi": hi})
+            rows.append(row)
     return pd.DataFrame(rows, columns=TABLE2_COLUMNS)
 
 
@@ -120,21 +126,35 @@ def _train_cls(run: Run, cfg: Config, device: torch.device | None, cache: Cache 
                                    "it needs normal and pneumothorax images (see stage2.data)")
     default = clf.fit({}, train.X, train.labels, s2.seed)
     p_before = default.predict_proba(test.X)[:, 1]
-    before = clf.classification_metrics(test.labels, p_before, 0.5)
+    patients = cache.index["patient_id"].iloc[test_rows].tolist() if "patient_id" in cache.index else None
+    before = clf.with_intervals(test.labels, p_before, 0.5, patients)
     tuned = clf.tune(train.X, train.labels, s2.n_iter, s2.cv_folds, s2.scoring, s2.seed)
     final = clf.fit(tuned.params, train.X, train.labels, s2.seed, s2.calibration, s2.cv_folds)
     oof = clf.out_of_fold(final, train.X, train.labels, s2.cv_folds, s2.seed)
     threshold = clf.choose_threshold(train.labels, oof, s2.threshold_rule, s2.target_sensitivity)
     p_after = final.predict_proba(test.X)[:, 1]
-    after = clf.classification_metrics(test.labels, p_after, threshold)
+    after = clf.with_intervals(test.labels, p_after, threshold, patients)
     summary = {
         "feature_extractor": phi.name, "feature_note": phi_note, "leakage": leakage,
         "n_features": len(train.names), "n_fit": len(train.labels), "n_eval": len(test.labels),
         "threshold": threshold, "threshold_rule": s2.threshold_rule, "calibration": s2.calibration,
         "tuning": dataclasses.asdict(tuned), "default_params": clf.DEFAULT_PARAMS,
         "before": before, "after": after,
+        "after_minus_before": clf.paired_difference(test.labels, p_before, 0.5, p_after, threshold, patients),
     }
+    if "source" in cache.index:  # several collections: per-source metrics and whether the source is learnable
+        src_fit, src_test = (cache.index["source"].iloc[r].astype(str).tolist() for r in (fit_rows, test_rows))
+        by_source = per_source_classification(test.labels, p_after, threshold, src_test)
+        if by_source:
+            summary["per_source"] = by_source
+        check = source_check(np.concatenate([train.X, test.X]), src_fit + src_test,
+                             np.concatenate([train.labels, test.labels]), s2.seed, s2.cv_folds)
+        if check is not None:
+            summary["source_check"] = check
     table2 = _table2(before, after)
     spec, boosters = PortableClassifier.from_fitted(final).to_data()
     run.save_classifier(spec, boosters, summary, train.names, table2)
+    from ..study.card import write_model_card
+
+    write_model_card(run)  # now with stage 2
     return Stage2Result(summary, table2, test, p_before, p_after, cache, test_rows)

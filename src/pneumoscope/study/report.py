@@ -16,7 +16,9 @@ from ..config import Config
 from ..data.split import split_summary
 from ..inference.overlay import overlay
 from ..runs import Study
+from ..stage1.metrics import CI_KEYS
 from ..stage2.pipeline import Stage2Result
+from ..stats import fmt, too_wide
 from . import plots
 
 PAPER_TABLE1 = pd.DataFrame({"encoder": ["resnet34", "vgg16", "inceptionresnetv2", "xception"],
@@ -37,6 +39,35 @@ def _img(path: Path, alt: str) -> str:
 
 def _table(df: pd.DataFrame) -> str:
     return df.to_html(index=False, float_format=lambda v: f"{v:.4f}", border=0, na_rep="–")
+
+
+def table1_with_intervals(table1: pd.DataFrame) -> pd.DataFrame:
+    """Table 1 as read: each metric with its 95 % interval, and the n it rests on."""
+    rows = []
+    for r in table1.to_dict("records"):
+        row = {"encoder": r["encoder"], "loss": fmt(r["loss"], None, 4)}
+        for k in CI_KEYS:
+            row[k] = fmt(r[k], [r.get(f"{k}_lo"), r.get(f"{k}_hi")], 4)
+        row.update({"n (positive)": f"{r.get('n_images')} ({r.get('n_positive')})",
+                    **{f"{k}_pp": fmt(r.get(f"{k}_pp"), None, 4) for k in ("iou", "dice_kaggle", "dice_pos")}})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def table2_with_intervals(s: dict) -> pd.DataFrame:
+    """Table 2 as read: per-class precision/recall/F1 with intervals, before and after tuning."""
+    rows = []
+    for stage in ("before", "after"):
+        m, ci = s[stage], s[stage].get("ci95", {})
+        for cls_name, c in m["per_class"].items():
+            rows.append({"stage": f"{stage} tuning", "class": cls_name, "support": c["support"],
+                         **{k: fmt(c[k], ci.get(f"{cls_name}.{k}"), 4) for k in ("precision", "recall", "f1")}})
+    return pd.DataFrame(rows)
+
+
+def notes_html(lines: list[str]) -> str:
+    """Warnings and caveats a reader must see beside the numbers."""
+    return "".join(f'<div class="note">{html.escape(line)}</div>' for line in lines)
 
 
 def overlay_grid(res: Stage2Result, path: Path, per_kind: int = 4, tile: int = 200) -> Path | None:
@@ -67,6 +98,31 @@ def overlay_grid(res: Stage2Result, path: Path, per_kind: int = 4, tile: int = 2
     return path
 
 
+def _per_source_seg(study: Study, table1: pd.DataFrame) -> str:
+    """Table 1's metrics per source (several --data folders), for each encoder."""
+    rows = []
+    for e in table1.encoder:
+        for name, m in study.seg_run(e).read_metrics().get("per_source", {}).items():
+            ci = m.get("ci95", {})
+            rows.append({"encoder": e, "source": name, "n (positive)": f"{m['n_images']} ({m['n_positive']})",
+                         **{k: fmt(m.get(k), ci.get(k), 4) for k in ("dice_kaggle", "dice_pos", "iou")}})
+    if not rows:
+        return ""
+    return "<h3>Per source</h3>" + _table(pd.DataFrame(rows))
+
+
+def _per_source_cls(s: dict) -> str:
+    """Stage 2 per source, and how well the features predict the source itself."""
+    out = ""
+    if s.get("per_source"):
+        out += "<h3>Per source</h3>" + _table(pd.DataFrame([{"source": k, **v} for k, v in s["per_source"].items()]))
+    c = s.get("source_check")
+    if c:
+        out += (f"<p>Shortcut check (cross-validated on the {c['n_images']} classifier images): the features predict the "
+                f"source with ROC AUC {c['source_auc']:.3f} and the label with {c['label_auc']:.3f}.</p>")
+    return out
+
+
 def write_report(study: Study, cfg: Config, table1: pd.DataFrame, best: str, res: Stage2Result) -> Path:
     """Write the study's plots and its self-contained HTML report; returns the report's path."""
     histories = {e: study.seg_run(e).read_history() for e in table1.encoder}
@@ -82,19 +138,37 @@ def write_report(study: Study, cfg: Config, table1: pd.DataFrame, best: str, res
         "cal": plots.calibration(y, curves, study.plot_path("calibration")),
         "grid": overlay_grid(res, study.plot_path("overlays")),
     }
-    summary = pd.DataFrame([{"stage": k + " tuning", **{m: s[k][m] for m in ("threshold", "accuracy", "roc_auc",
-                             "average_precision", "sensitivity", "specificity", "ece")}} for k in ("before", "after")])
+    summary = pd.DataFrame([{"stage": k + " tuning", "threshold": f"{s[k]['threshold']:.4f}",
+                             **{m: fmt(s[k][m], s[k].get("ci95", {}).get(m), 4) for m in ("accuracy", "roc_auc",
+                                "average_precision", "sensitivity", "specificity", "ece")}} for k in ("before", "after")])
+    diff = pd.DataFrame([{"metric": k, "after - before": f"{d['difference']:+.4f}",
+                          "95 % interval (paired bootstrap)": f"[{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]"}
+                         for k, d in s.get("after_minus_before", {}).items() if d["difference"] == d["difference"]])
+    seg_notes = [line for e in table1.encoder for line in study.seg_run(e).read_metrics().get("warnings", [])]
+    few = [f"Table 1: {table1.n_positive.iloc[0]} positive test images; {too_wide(int(table1.n_positive.iloc[0]))}"] \
+        if "n_positive" in table1 and too_wide(int(table1.n_positive.iloc[0])) else []
+    a = s["after"]
+    few2 = [f"Table 2: {too_wide(a['n_positive'])}"] if "n_positive" in a and too_wide(a["n_positive"]) else []
+    src = s.get("source_check")
+    shortcut = [src["warning"]] if src and src.get("warning") else []
     t = s["tuning"]
     body = f"""<h1>pneumoscope report</h1>
 <p>Data: <b>{html.escape(str(cfg.data.path or 'synthetic phantoms (embedded default)'))}</b>; training size {cfg.data.size} px;
 encoders: {', '.join(table1.encoder)}. Best encoder by validation IoU: <b>{html.escape(best)}</b>.</p>
 <h2>Data — images of each source and kind in each part of the split</h2>{_table(counts)}
-<h2>Table 1 — segmentation (test split, threshold {cfg.train.threshold})</h2>{_table(table1)}
+<h2>Table 1 — segmentation (test split, threshold {cfg.train.threshold})</h2>
+<p>Each metric with its 95 % bootstrap interval (patients resampled, 2,000 draws, seed 0).</p>
+{notes_html(seg_notes + few)}{_table(table1_with_intervals(table1))}
+{_per_source_seg(study, table1)}
 <p>Columns ending in <code>_pp</code>: after each run's post-processing rule (top threshold, minimum area,
 bottom threshold), searched on the validation images.</p>
 <p>Paper's Table 1 for reference (SIIM-ACR, 512 px, ImageNet weights):</p>{_table(PAPER_TABLE1)}
 <h2>Training curves</h2>{_img(figs['curves'], 'training curves')}
-<h2>Table 2 — classification (stage 2, evaluation images)</h2>{_table(res.table2)}{_table(summary)}
+<h2>Table 2 — classification (stage 2, evaluation images)</h2>
+<p>95 % bootstrap intervals (patients resampled); the change made by tuning is a paired bootstrap
+difference on the same images.</p>{notes_html(few2 + shortcut)}
+{_table(table2_with_intervals(s))}{_table(summary)}{_table(diff) if len(diff) else ""}
+{_per_source_cls(s)}
 <div class="note"><b>Data and leakage.</b> {html.escape(s['leakage'])}<br><b>Features.</b> Phi(I, M) from
 {html.escape(s['feature_note'])}, plus mask statistics and metadata ({s['n_features']} columns).<br>
 <b>Tuning.</b> Random search over {t['n_candidates']} candidates, {cfg.stage2.cv_folds}-fold stratified CV, scoring
@@ -106,6 +180,8 @@ Before tuning: XGBoost defaults at threshold 0.5. After tuning: threshold {s['th
 <h2>Confusion matrix and calibration</h2>{_img(figs['cm'], 'confusion matrix')} {_img(figs['cal'], 'calibration')}
 <h2>Examples</h2><p class="legend">Ground truth <span style="color:#00a000">green</span>, stage-1 prediction
 <span style="color:#d00000">red</span>; p = P(pneumothorax) after tuning.</p>{_img(figs['grid'], 'overlay examples')}
+<h2>Model card</h2><p>Also in the study folder and in the best run's folder, as Markdown.</p>
+<pre>{html.escape(study.model_card_path.read_text()) if study.model_card_path.is_file() else "(not written)"}</pre>
 <h2>Resolved configuration</h2><pre>{html.escape(yaml.safe_dump(config_mod.to_dict(cfg), sort_keys=False))}</pre>"""
     page = f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>pneumoscope report</title><style>{CSS}</style></head><body>{body}</body></html>'
     return study.write_report(page)

@@ -20,13 +20,17 @@ from ..data.cache import Cache
 from ..data.prepare import prepare_data
 from ..files import check_writable_folder
 from ..runs import Run, Study
+from ..stage1.metrics import CI_KEYS
+from ..stats import too_wide
 from ..stage1.pipeline import METRIC_KEYS, train_seg
 from ..stage1.unet import canonical_encoder
 from ..stage2.pipeline import train_cls
+from .card import write_model_card
 from .report import write_report
 
 PP_KEYS = ("iou", "dice_kaggle", "dice_pos")  # also reported after the post-processing rule, suffixed _pp
-TABLE1_COLUMNS = ["encoder", *METRIC_KEYS, *(f"{k}_pp" for k in PP_KEYS), "val_iou", "best_epoch", "epochs_run", "seconds"]
+TABLE1_COLUMNS = ["encoder", "loss", *(f"{k}{s}" for k in CI_KEYS for s in ("", "_lo", "_hi")), *(f"{k}_pp" for k in PP_KEYS),
+                  "n_images", "n_positive", "n_patients", "val_iou", "best_epoch", "epochs_run", "seconds"]
 
 
 def _best_val_iou(run: Run, best_epoch: int) -> float:
@@ -44,11 +48,26 @@ def run_stage1(cfg: Config, study: Study, cache: Cache | None = None, skipped: l
         run = study.seg_run(enc)
         m = train_seg(ecfg, run, cache=cache, skipped=skipped)
         pp = m.get("postprocessed", {})
+        ci = m.get("ci95", {})
         rows.append({"encoder": enc, **{k: m[k] for k in METRIC_KEYS}, **{f"{k}_pp": pp.get(k) for k in PP_KEYS},
+                     **{f"{k}_{e}": ci.get(k, [float("nan")] * 2)[i] for k in CI_KEYS for i, e in enumerate(("lo", "hi"))},
+                     "n_images": m["n_images"], "n_positive": m["n_positive"], "n_patients": m.get("n_patients"),
                      "val_iou": _best_val_iou(run, m["best_epoch"]),
                      "best_epoch": m["best_epoch"], "epochs_run": m["epochs_run"],
                      "seconds": round(time.perf_counter() - t0, 1)})
     return pd.DataFrame(rows, columns=TABLE1_COLUMNS)
+
+
+def study_notes(study: Study, table1: pd.DataFrame, s2: dict) -> list[str]:
+    """What a reader must be told beside the numbers: collapses, too few positives, a learnable source."""
+    notes = [line for e in table1.encoder for line in study.seg_run(e).read_metrics().get("warnings", [])]
+    if len(table1) and too_wide(int(table1.n_positive.iloc[0])):
+        notes.append(f"Table 1 {too_wide(int(table1.n_positive.iloc[0]))}")
+    if "n_positive" in s2["after"] and too_wide(s2["after"]["n_positive"]):
+        notes.append(f"Table 2 {too_wide(s2['after']['n_positive'])}")
+    if s2.get("source_check", {}).get("warning"):
+        notes.append(s2["source_check"]["warning"])
+    return notes
 
 
 def run_study(cfg: Config, out: str | Path) -> dict:
@@ -73,7 +92,8 @@ def _run_study(cfg: Config, study: Study) -> dict:
     res = train_cls(best_run, cache=cache if cfg.stage2.data is None else None)
     study.write_table("table2", res.table2)
     metrics = {"table1": table1.to_dict("records"), "best_encoder": best, "best_run": str(best_run.root),
-               "stage2": res.summary, "table2": res.table2.to_dict("records")}
+               "stage2": res.summary, "table2": res.table2.to_dict("records"), "notes": study_notes(study, table1, res.summary)}
     study.write_metrics(metrics)
+    write_model_card(best_run, study.model_card_path)  # the study's model: its best run, with stage 2
     metrics["report"] = str(write_report(study, cfg, table1, best, res))
     return metrics
