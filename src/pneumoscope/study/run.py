@@ -21,10 +21,10 @@ from ..data.prepare import prepare_data
 from ..files import check_writable_folder
 from ..runs import Run, Study
 from ..stage1.metrics import CI_KEYS
-from ..stats import too_wide
 from ..stage1.pipeline import METRIC_KEYS, train_seg
 from ..stage1.unet import canonical_encoder
 from ..stage2.pipeline import train_cls
+from ..stats import too_wide
 from .card import write_model_card
 from .report import write_report
 
