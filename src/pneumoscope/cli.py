@@ -79,7 +79,8 @@ def cmd_train_seg(args: argparse.Namespace) -> None:
         print(f"trained {cfg.model.encoder} in {time.perf_counter() - t0:.0f}s; {metrics['split']} metrics: "
               + describe(metrics, SEG_KEYS) + f"; run folder: {args.out}")
         for line in metrics.get("warnings", []):
-            print(f"warning: {line}")
+            if not line.startswith("epoch "):  # those were said while training
+                print(f"warning: {line}")
 
 
 def cmd_evaluate_seg(args: argparse.Namespace) -> None:
@@ -92,6 +93,18 @@ def cmd_evaluate_seg(args: argparse.Namespace) -> None:
         print("with post-processing " + describe(pp, ("iou", "iou_pos", "dice_kaggle", "dice_pos")) + f" (rule {pp['rule']})")
     for line in m.get("warnings", []):
         print(f"warning: {line}")
+
+
+def cmd_evaluate_cls(args: argparse.Namespace) -> None:
+    from .stage2.evaluate import evaluate_cls
+
+    m = evaluate_cls(args.run, args.data, args.layout, args.skip_bad, args.out, args.backend,
+                     say=lambda line: print(line, flush=True))
+    print(f"{m['n_images']} images ({m['n_positive']} pneumothorax, {m['n_patients']} patients"
+          + (f"; {m['n_left_out_seen']} left out: the run trained on them" if m["n_left_out_seen"] else "") + "): "
+          + describe(m, ("roc_auc", "average_precision", "sensitivity", "specificity", "ece")).split("; n = ")[0]
+          + f" at threshold {m['threshold']:.4f}" + (f"; {too_wide(m['n_positive'])}" if too_wide(m["n_positive"]) else ""))
+    print(f"wrote {m['path']} and {m['reliability_plot']}")
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
@@ -263,6 +276,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="JSON file for the metrics (default: the run's own metrics file for its test split, "
                                  "else a file beside it named after the data and split)")
     s.set_defaults(func=cmd_evaluate_seg)
+
+    s = sub.add_parser("evaluate-cls", help="stage 2 judged on a labelled folder: ROC AUC, AP, sensitivity, specificity, "
+                       "calibration, each with a 95 %% interval")
+    s.add_argument("--run", required=True, help="a run with a stage-2 classifier (train-cls output)")
+    s.add_argument("--data", required=True, help="a labelled folder (labels.csv or normal/ + pneumothorax/), Kaggle or SIIM layout")
+    s.add_argument("--layout", default="auto", choices=layouts)
+    s.add_argument("--skip-bad", action="store_true")
+    s.add_argument("--backend", default="auto", choices=BACKENDS)
+    s.add_argument("--out", help="JSON file for the metrics (default: RUN/cls-<data>.json, beside the run's own files)")
+    s.set_defaults(func=cmd_evaluate_cls)
 
     s = sub.add_parser("predict", help="masks, overlays and predictions.csv for DICOM/PNG files or folders")
     s.add_argument("--run", required=True)

@@ -95,7 +95,7 @@ class TrainConfig:
     channels_last: bool = True  # NHWC layout: faster convolutions on CUDA and on CPU (oneDNN)
     num_workers: int = 0
     threshold: float = 0.5  # probability threshold for masks and metrics
-    rule_objective: str = "dice_kaggle"  # what the post-processing rule search maximises on val: dice_kaggle | balanced
+    rule_objective: str = "dice_kaggle"  # what the post-processing rule search maximises on val: dice_kaggle | balanced | guarded
     progress: bool = True
 
 
@@ -225,7 +225,7 @@ _RULES: dict[str, tuple[Any, str]] = {
     "train.min_epochs": (lambda v: v >= 0, ">= 0"),
     "train.num_workers": (lambda v: v >= 0, ">= 0"),
     "train.threshold": (lambda v: 0 < v < 1, "in (0, 1)"),
-    "train.rule_objective": (lambda v: v in ("dice_kaggle", "balanced"), "dice_kaggle or balanced"),
+    "train.rule_objective": (lambda v: v in ("dice_kaggle", "balanced", "guarded"), "dice_kaggle, balanced or guarded"),
     "stage2.test_fraction": (lambda v: 0 < v < 1, "in (0, 1)"),
     "stage2.n_iter": (lambda v: v >= 1, ">= 1"),
     "stage2.cv_folds": (lambda v: v >= 2, ">= 2"),

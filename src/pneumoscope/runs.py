@@ -52,6 +52,7 @@ S2_FEATURE_NAMES = "feature_names.json"
 S2_TABLE2 = "table2.csv"
 S2_FEATURES = "features.npz"
 MODEL_CARD = "MODEL_CARD.md"
+PER_IMAGE = "per_image.csv"
 LEGACY_BEST, LEGACY_CLASSIFIER = "best.pt", "classifier.joblib"  # pickles written by pneumoscope 0.1
 
 # What was derived from a run's weights: removed when new weights replace them.
@@ -357,6 +358,15 @@ class Run:
     def read_metrics(self) -> dict:
         """The saved test-split metrics."""
         return json.loads(self.metrics_path.read_text())
+
+    def write_per_image(self, table: pd.DataFrame) -> None:
+        """``per_image.csv``: what each test image's metrics are made of (for paired comparisons)."""
+        atomic_write(self._p(PER_IMAGE), table.to_csv(index=False))
+
+    def read_per_image(self) -> pd.DataFrame | None:
+        """The per-image test results, or None."""
+        path = self._p(PER_IMAGE)
+        return pd.read_csv(path, dtype={"id": str, "patient_id": str}, keep_default_na=False) if path.is_file() else None
 
     def write_skipped(self, skipped: list[BadItemError]) -> None:
         """List skipped items (``--skip-bad``) in ``skipped.csv``; nothing is dropped silently."""

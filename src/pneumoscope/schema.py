@@ -118,7 +118,8 @@ WEIGHTS_ID = Text(pattern=HEX32)
 
 POSTPROCESS = {"top": PROB, "min_area": PROB, "bottom": PROB, "weights_id": WEIGHTS_ID,
                "val_dice_kaggle": Num(0.0, 1.0, optional=True), "val_dice_kaggle_plain": Num(0.0, 1.0, optional=True),
-               "val_balanced": Num(0.0, 1.0, optional=True), "objective": Text(("dice_kaggle", "balanced"), optional=True)}
+               "val_balanced": Num(0.0, 1.0, optional=True), "val_guarded": Num(0.0, 1.0, optional=True),
+               "objective": Text(("dice_kaggle", "balanced", "guarded"), optional=True)}
 STAGE2_SUMMARY = {"threshold": PROB, "feature_extractor": Text(("densenet121", "seg-encoder")),
                   "calibration": Text(("none", "isotonic", "sigmoid"), optional=True), "n_features": Num(1, 1e7, True),
                   "weights_id": WEIGHTS_ID}

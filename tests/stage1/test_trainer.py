@@ -146,7 +146,7 @@ def test_two_phase_continues_at_a_larger_size_with_the_encoder_frozen(tiny_synth
     first = tmp_path / "first"
     train_seg(_cfg(tiny_synth, cache_dir, epochs=1), first)
     second = tmp_path / "second"
-    assert main(["train-seg", "--data", str(tiny_synth), "--out", str(second), "--init-from", str(first), "--size", "96",
+    assert main(["train-seg", "--config", "demo", "--data", str(tiny_synth), "--out", str(second), "--init-from", str(first), "--size", "96",
                  "--freeze-encoder-epochs", "1", "--epochs", "1", "--encoder", "resnet18", "--batch-size", "8",
                  "--set", f"data.cache_dir={cache_dir}", "--set", "train.progress=false",
                  "--set", "data.val_fraction=0.25", "--set", "data.test_fraction=0.25"]) == 0

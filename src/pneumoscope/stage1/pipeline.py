@@ -25,7 +25,7 @@ from ..runs import Run
 from . import postprocess
 from .engine import evaluate
 from .losses import CompositeLoss
-from .metrics import SegMetrics, per_source, with_intervals
+from .metrics import SegMetrics, per_image_counts, per_source, with_intervals
 from .trainer import check_resumable, train_segmentation
 from .unet import canonical_encoder, load_model
 
@@ -99,6 +99,7 @@ def _train_seg(cfg: Config, run: Run, resume: bool, cache: Cache | None, skipped
                            warnings=[*state.collapsed, *collapse_warnings(metrics, cfg.model.encoder, part)])
             if state.averaged:
                 metrics["averaged"] = state.averaged
+            run.write_per_image(metrics.pop("per_image"))
             run.write_metrics(metrics)
             from ..study.card import write_model_card
 
@@ -121,10 +122,11 @@ def _init_from(cfg: Config, cache: Cache) -> tuple[dict, pd.DataFrame | None]:
     this data, so that images it tested on stay out of training."""
     src = Run(cfg.model.init_from).require()
     state, saved = src.load_weights()
-    for key in ("encoder", "cls_head"):
-        if saved["model"][key] != getattr(cfg.model, key):
-            raise PneumoscopeError(f"--init-from {src.root}: trained with model.{key}={saved['model'][key]}, "
-                                   f"not {getattr(cfg.model, key)}")
+    for key in ("encoder", "cls_head", "decoder_channels"):
+        want = getattr(cfg.model, key)
+        if saved["model"][key] != (list(want) if isinstance(want, tuple) else want):
+            raise PneumoscopeError(f"--init-from {src.root}: trained with model.{key}={saved['model'][key]}, not {want}; "
+                                   f"train with the same (--set model.{key}=...) or use its --config")
     split = src.read_split()
     if split is not None and not split_of_rows(cache, split)[cache.index["has_mask"].to_numpy()].all():
         split = None  # other data: a new split
@@ -166,6 +168,9 @@ def evaluate_rows(run: Run, cache: Cache, rows: np.ndarray, device: torch.device
     truths = np.asarray(cache.masks[rows])
     patients = cache.index["patient_id"].iloc[rows].tolist() if "patient_id" in cache.index else None
     metrics.update(with_intervals(probs > cfg.train.threshold, truths, patients))
+    counts = per_image_counts(probs > cfg.train.threshold, truths)
+    metrics["per_image"] = pd.DataFrame({"id": cache.index["id"].iloc[rows].astype(str).to_numpy(),
+                                         "patient_id": [str(p) for p in patients] if patients is not None else "", **counts})
     if "source" in cache.index:  # several collections: each one's metrics, to see whether one carries the score
         by_source = per_source(probs > cfg.train.threshold, truths, patients, cache.index["source"].iloc[rows].tolist())
         if by_source:
@@ -222,6 +227,7 @@ def evaluate_seg(run: str | Run, data: str | None = None, split: str = "auto", l
 def _evaluate_and_save(run: Run, cfg: Config, cache: Cache, rows: np.ndarray, split: str, skipped: list,
                        same_data: bool, data: str | None, out: str | None) -> dict:
     metrics = evaluate_rows(run, cache, rows)
+    metrics.pop("per_image")
     metrics.update(split=split, data=str(cfg.data.path or "synthetic"), encoder=cfg.model.encoder,
                    n_skipped=len(skipped), warnings=collapse_warnings(metrics, cfg.model.encoder, split))
     own = same_data and split == "test" and out is None  # only the run's own test metrics replace its metrics file

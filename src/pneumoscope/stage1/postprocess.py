@@ -60,9 +60,11 @@ def search(probs: np.ndarray, truths: np.ndarray, objective: str = "dice_kaggle"
     """Grid search of the triplet maximising mean per-image Dice (empty-empty = 1).
 
     ``probs`` float (N, H, W), ``truths`` 0/1 (N, H, W). ``objective``: ``dice_kaggle`` (the mean over
-    all images, the leaderboard's), or ``balanced``: the mean of the positives' mean Dice and the
-    normals' mean (1 for an empty prediction), so that when normals outnumber positives, emptying
-    every mask is not the best rule. Returns the best rule, its score and that of the plain 0.5 threshold.
+    all images, the leaderboard's); ``balanced``: the mean of the positives' mean Dice and the normals'
+    mean (1 for an empty prediction), so that when normals outnumber positives, emptying every mask is
+    not the best rule; ``guarded``: ``dice_kaggle``, among the rules that keep a mask on at least half
+    of the validation positives the plain threshold finds (never "draw nothing" because normals are
+    many). Returns the best rule, its score and that of the plain 0.5 threshold.
     """
     n = len(probs)
     p = probs.reshape(n, -1).astype(np.float32)
@@ -76,8 +78,12 @@ def search(probs: np.ndarray, truths: np.ndarray, objective: str = "dice_kaggle"
         m = p > b
         parts[b] = ((m & t).sum(1), m.sum(1))
 
+    plain_found = int((pos & (top_area[0.5] >= 1)).sum())
+
     def score(top: float, min_area: float, bottom: float) -> float:
         keep = top_area[top] >= max(1.0, min_area * pix)
+        if objective == "guarded" and 2 * int((keep & pos & (parts[bottom][1] > 0)).sum()) < plain_found:
+            return -1.0  # loses more than half of the positives the plain threshold finds: not a candidate
         inter, psum = parts[bottom]
         denom = np.where(keep, psum, 0) + tsum
         dice = np.where(denom == 0, 1.0, 2.0 * np.where(keep, inter, 0) / np.maximum(denom, 1))

@@ -123,6 +123,18 @@ def _per_source_cls(s: dict) -> str:
     return out
 
 
+def _encoder_comparisons(study: Study, table1: pd.DataFrame, best: str) -> str:
+    from .run import encoder_comparisons
+
+    rows = encoder_comparisons(study, table1, best)
+    if not rows:
+        return ""
+    df = pd.DataFrame([{"encoder - best": f"{r['encoder']} - {r['minus']}", "metric": r["metric"],
+                        "difference [95 % interval]": fmt(r["difference"], r["ci95"], 4),
+                        "reading": "a real difference" if r["clear"] else "within noise (the interval holds 0)"} for r in rows])
+    return "<h3>Encoders against the best one (paired bootstrap on the same test images)</h3>" + _table(df)
+
+
 def write_report(study: Study, cfg: Config, table1: pd.DataFrame, best: str, res: Stage2Result) -> Path:
     """Write the study's plots and its self-contained HTML report; returns the report's path."""
     histories = {e: study.seg_run(e).read_history() for e in table1.encoder}
@@ -159,7 +171,7 @@ encoders: {', '.join(table1.encoder)}. Best encoder by validation IoU: <b>{html.
 <h2>Table 1 — segmentation (test split, threshold {cfg.train.threshold})</h2>
 <p>Each metric with its 95 % bootstrap interval (patients resampled, 2,000 draws, seed 0).</p>
 {notes_html(seg_notes + few)}{_table(table1_with_intervals(table1))}
-{_per_source_seg(study, table1)}
+{_per_source_seg(study, table1)}{_encoder_comparisons(study, table1, best)}
 <p>Columns ending in <code>_pp</code>: after each run's post-processing rule (top threshold, minimum area,
 bottom threshold), searched on the validation images.</p>
 <p>Paper's Table 1 for reference (SIIM-ACR, 512 px, ImageNet weights):</p>{_table(PAPER_TABLE1)}

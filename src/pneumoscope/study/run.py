@@ -58,6 +58,36 @@ def run_stage1(cfg: Config, study: Study, cache: Cache | None = None, skipped: l
     return pd.DataFrame(rows, columns=TABLE1_COLUMNS)
 
 
+def encoder_comparisons(study: Study, table1: pd.DataFrame, best: str) -> list[dict]:
+    """Each other encoder minus the best one on the same test images: paired bootstrap differences
+    (patients resampled) of dice_pos, dice_kaggle and iou, so a reader can tell a difference from noise."""
+    import numpy as np
+
+    from ..stage1.metrics import metrics_of
+    from ..stats import Resampler, paired
+
+    ref = study.seg_run(best).read_per_image()
+    if ref is None:
+        return []
+    fields = ["inter", "union", "correct", "pixels", "dice", "iou", "pos"]
+    as_counts = lambda t: {k: t[k].to_numpy().astype(bool if k == "pos" else float) for k in fields}  # noqa: E731
+    out = []
+    for enc in table1.encoder:
+        other = study.seg_run(enc).read_per_image()
+        if enc == best or other is None or list(other["id"]) != list(ref["id"]):
+            continue
+        a, b = as_counts(ref), as_counts(other)
+        resampler = Resampler.over(ref["patient_id"].tolist(), len(ref))
+        diff = paired(lambda idx, a=a: metrics_of(a, idx), lambda idx, b=b: metrics_of(b, idx), resampler, len(ref))
+        for k in ("dice_pos", "dice_kaggle", "iou"):
+            d = diff[k]
+            if d["difference"] == d["difference"]:
+                lo, hi = d["ci95"]
+                out.append({"encoder": enc, "minus": best, "metric": k, "difference": d["difference"], "ci95": [lo, hi],
+                            "clear": bool(np.isfinite(lo) and (lo > 0 or hi < 0))})
+    return out
+
+
 def study_notes(study: Study, table1: pd.DataFrame, s2: dict) -> list[str]:
     """What a reader must be told beside the numbers: collapses, too few positives, a learnable source."""
     notes = [line for e in table1.encoder for line in study.seg_run(e).read_metrics().get("warnings", [])]
@@ -92,7 +122,8 @@ def _run_study(cfg: Config, study: Study) -> dict:
     res = train_cls(best_run, cache=cache if cfg.stage2.data is None else None)
     study.write_table("table2", res.table2)
     metrics = {"table1": table1.to_dict("records"), "best_encoder": best, "best_run": str(best_run.root),
-               "stage2": res.summary, "table2": res.table2.to_dict("records"), "notes": study_notes(study, table1, res.summary)}
+               "stage2": res.summary, "table2": res.table2.to_dict("records"), "notes": study_notes(study, table1, res.summary),
+               "encoder_vs_best": encoder_comparisons(study, table1, best)}
     study.write_metrics(metrics)
     write_model_card(best_run, study.model_card_path)  # the study's model: its best run, with stage 2
     metrics["report"] = str(write_report(study, cfg, table1, best, res))
