@@ -70,6 +70,8 @@ def model_card(run: Run) -> str:
     seg = pd.DataFrame([{"metric": k, "value [95 % interval]": fmt(metrics.get(k), ci.get(k), 4)} for k in SEG_KEYS
                         if metrics.get(k) is not None])
     d, t, lo, m = cfg.data, cfg.train, cfg.loss, cfg.model
+    stage2_line = ("\n  Stage 2: features (phi = " + summary["feature_extractor"] + ") of the image and of the predicted mask, "
+                   "with mask\n  statistics and metadata, classified by a tuned XGBoost model into P(pneumothorax).") if summary else ""
     card = f"""---
 library_name: pneumoscope
 license: mit
@@ -82,9 +84,7 @@ base_model: none
 
 ## Model details
 - **What it is.** Stage 1 of pneumoscope's dual-stage system: a U-Net (segmentation-models-pytorch) with a
-  {m.encoder} encoder that maps a chest radiograph to a per-pixel pneumothorax probability.{'''
-  Stage 2: DenseNet-style features of the image and of the predicted mask, with mask statistics and metadata,
-  classified by a tuned XGBoost model into P(pneumothorax).''' if summary else ''}
+  {m.encoder} encoder that maps a chest radiograph to a per-pixel pneumothorax probability.{stage2_line}
 - **Version.** pneumoscope {__version__}; weights id `{meta['weights_id']}` (in the header of `{run.weights_path().name}`;
   derived files carry it too).
 - **Developed with.** PyTorch, segmentation-models-pytorch, XGBoost, scikit-learn; MIT licence.

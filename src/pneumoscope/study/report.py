@@ -157,10 +157,10 @@ def write_report(study: Study, cfg: Config, table1: pd.DataFrame, best: str, res
                           "95 % interval (paired bootstrap)": f"[{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]"}
                          for k, d in s.get("after_minus_before", {}).items() if d["difference"] == d["difference"]])
     seg_notes = [line for e in table1.encoder for line in study.seg_run(e).read_metrics().get("warnings", [])]
-    few = [f"Table 1: {table1.n_positive.iloc[0]} positive test images; {too_wide(int(table1.n_positive.iloc[0]))}"] \
+    few = [f"Table 1 {too_wide(int(table1.n_positive.iloc[0]))}"] \
         if "n_positive" in table1 and too_wide(int(table1.n_positive.iloc[0])) else []
     a = s["after"]
-    few2 = [f"Table 2: {too_wide(a['n_positive'])}"] if "n_positive" in a and too_wide(a["n_positive"]) else []
+    few2 = [f"Table 2 {too_wide(a['n_positive'])}"] if "n_positive" in a and too_wide(a["n_positive"]) else []
     src = s.get("source_check")
     shortcut = [src["warning"]] if src and src.get("warning") else []
     t = s["tuning"]
