@@ -150,6 +150,24 @@ def _j2k_bigger_than_its_header(ws) -> None:
     write(ws["tmp"] / "good" / "j2k.dcm", np.zeros((64, 64), np.uint16), "1.2.840.10008.1.2.4.90", frame=stream)
 
 
+def _export_then(damage) -> callable:
+    """Export the run to ONNX (as predict would), then damage what was written."""
+    def setup(ws) -> None:
+        (ws["run"] / "model.onnx").unlink(missing_ok=True)
+        assert main(["export", "--run", str(ws["run"])]) == 0
+        damage(ws["run"])
+    return setup
+
+
+def _forget_hash_and_garble(run: Path) -> None:
+    import json
+
+    report = json.loads((run / "export.json").read_text())
+    report.pop("sha256")
+    (run / "export.json").write_text(json.dumps(report))
+    (run / "model.onnx").write_bytes(b"not a protobuf at all")
+
+
 def _empty_pixel_data(ws) -> None:
     p = write_dicom(ws["tmp"] / "good" / "empty.dcm", np.zeros((64, 64), np.uint8))
     from pydicom import dcmread
@@ -258,6 +276,15 @@ CASES = [
          "split.csv: field 'split' holds 'holdout'"),
         ("one character of the weights id in the header edited", _edit_header_weights_id, None),
     ] if needle is not None],
+    ("the exported model.onnx replaced after its parity check", _export_then(lambda run: open(run / "model.onnx", "ab").write(b"x")),
+     ["predict", "--run", "{run}", "{good}", "--out", "{tmp}/p", "--backend", "onnx"], 2,
+     "model.onnx: does not match the sha256 its export.json records (damaged or replaced)", "run"),
+    ("an exported model.onnx ONNX Runtime cannot load", _export_then(_forget_hash_and_garble),
+     ["predict", "--run", "{run}", "{good}", "--out", "{tmp}/p", "--backend", "onnx"], 2,
+     "model.onnx: not an ONNX model that ONNX Runtime loads", "run"),
+    ("--init-from a run with other decoder widths", None, ["train-seg", "--config", "demo", "--data", "{data}", "--out", "{tmp}/new",
+     "--init-from", "{run}", *RUN_ARGS], 2, "trained with model.decoder_channels=[256, 128, 64, 32, 16], not (128, 64, 32, 16, 16)",
+     "run"),
     # -- every decoder bounded before it decodes ---------------------------------------------------------------------
     ("predict a deflated DICOM bomb (64x64 declared, 256 MB inflated)", _deflate_bomb,
      ["predict", "--run", "{run}", "{good}", "--out", "{tmp}/p", "--backend", "torch"], 2,

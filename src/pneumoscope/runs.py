@@ -437,6 +437,12 @@ class Run:
         """The ONNX export when it exists, passed its parity check and is of the current weights."""
         report = self._read_derived(self._p(EXPORT_REPORT), schema.EXPORT_REPORT)
         ok = report is not None and report.get("passed") and self.onnx_path.is_file()
+        if ok and isinstance(report.get("sha256"), str):  # the file the parity check passed, not another
+            from .inference.export import file_sha256
+
+            if file_sha256(self.onnx_path) != report["sha256"]:
+                raise schema.fail(self.onnx_path, None, f"does not match the sha256 its {EXPORT_REPORT} records (damaged or "
+                                  "replaced)", "delete it (it is exported again when needed) or run pneumoscope export")
         return self.onnx_path if ok else None
 
     def write_export_report(self, report: dict) -> None:

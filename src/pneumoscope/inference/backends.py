@@ -68,7 +68,12 @@ class OnnxBackend:
         if threads:
             opts.intra_op_num_threads = threads
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
-        self.session = ort.InferenceSession(str(path), opts, providers=providers)
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own types for a damaged or foreign file
+            first = " ".join(str(exc).split())[:160]
+            raise PneumoscopeError(f"{path}: not an ONNX model that ONNX Runtime loads ({first}); delete it "
+                                   "(it is exported again when needed) or run pneumoscope export") from exc
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.name = "onnx-fp32"
 

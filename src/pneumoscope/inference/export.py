@@ -76,6 +76,17 @@ def _write_onnx(wrapper: nn.Module, x: torch.Tensor, path: Path, names: list[str
                           external_data=False)  # one file (else the weights go to "<tmp>.data")
 
 
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file (read in 1 MB blocks)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def export_onnx(run: str | Path | Run, out: str | Path | None = None) -> tuple[Path, dict]:
     """Export the run's best weights to ONNX (in the run folder, or ``out``); raises when parity fails."""
     run = run if isinstance(run, Run) else Run(run)
@@ -109,5 +120,5 @@ def _export(run: Run, out: str | Path | None) -> tuple[Path, dict]:
         raise PneumoscopeError(f"ONNX parity check failed: {checks}")
     os.replace(tmp, path)
     if path.resolve() == run.onnx_path.resolve():
-        run.write_export_report(report)
+        run.write_export_report({**report, "sha256": file_sha256(path)})
     return path, report
