@@ -87,7 +87,7 @@ class TrainConfig:
     plateau_factor: float = 0.5
     plateau_patience: int = 3
     early_stopping_patience: int = 5
-    min_epochs: int = 0  # early stopping may not stop before this many epochs (a few validation images are noisy)
+    min_epochs: int = 0  # no stop, and no best checkpoint, before this many epochs (a few validation images are noisy)
     seed: int = 42
     deterministic: bool = True
     device: str = "auto"  # auto | cpu | cuda | cuda:N

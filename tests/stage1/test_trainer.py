@@ -240,3 +240,10 @@ def test_the_trainer_uses_the_layout_the_config_asks_for_on_cpu(tiny_synth, cach
     weight = built[0].encoder.layer1[0].conv1.weight  # 64 -> 64 channels: the two layouts differ
     assert weight.is_contiguous(memory_format=torch.channels_last) == channels_last
     assert (tmp_path / "run" / "best.safetensors").is_file()
+
+
+def test_no_stop_and_no_best_checkpoint_before_min_epochs(tiny_synth, cache_dir, tmp_path):
+    m = train_seg(_cfg(tiny_synth, cache_dir, epochs=3, min_epochs=3, early_stopping_patience=1), tmp_path / "r")
+    assert m["epochs_run"] == 3 and m["best_epoch"] == 3  # epochs 1 and 2 were never candidates
+    m = train_seg(_cfg(tiny_synth, cache_dir, epochs=2, min_epochs=10), tmp_path / "r2")  # more than planned: the last
+    assert m["epochs_run"] == 2 and m["best_epoch"] == 2
