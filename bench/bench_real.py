@@ -42,8 +42,8 @@ RECIPES: dict[str, tuple[str | None, list[str]]] = {
     "demo": ("demo", ["train.lr=3e-4", "train.batch_size=8"]),  # train-seg's default before: demo.yaml, lr 3e-4, batch 8
     "old-default": (None, ["train.lr=3e-4", "train.batch_size=8"]),  # the dataclass defaults: plateau, full decoder, alpha 0.25
     "real": ("real", []),  # configs/real.yaml: the recipe chosen here
-    "real-no-floor": ("real", ["data.positive_floor=null"]),
-    "real-kaggle-rule": ("real", ["train.rule_objective=dice_kaggle"]),
+    "real-v1": ("real", ["data.positive_floor=0.5", "train.rule_objective=balanced"]),  # the first candidate
+    "real-v1-no-floor": ("real", ["train.rule_objective=balanced"]),
     "real-no-min-epochs": ("real", ["train.min_epochs=0"]),
     "real-lr-1e-3": ("real", ["train.lr=1e-3"]),
     "real-no-augment": ("real", ["data.augment=false"]),
