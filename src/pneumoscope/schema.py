@@ -122,6 +122,7 @@ POSTPROCESS = {"top": PROB, "min_area": PROB, "bottom": PROB, "weights_id": WEIG
                "objective": Text(("dice_kaggle", "balanced", "guarded"), optional=True)}
 STAGE2_SUMMARY = {"threshold": PROB, "feature_extractor": Text(("densenet121", "seg-encoder")),
                   "calibration": Text(("none", "isotonic", "sigmoid"), optional=True), "n_features": Num(1, 1e7, True),
+                  "fit_ids": Any_((list,), optional=True),
                   "weights_id": WEIGHTS_ID}
 CLASSIFIER = {"format": Text(("pneumoscope-stage2-classifier/1",)), "n_boosters": Num(1, 1000, True),
               "members": Any_((list,))}

@@ -5,7 +5,8 @@ run is used exactly as ``predict`` uses it (stage 1 on the chosen backend, its p
 stage 2 at the run's threshold), on every labelled image of the folder (a Kaggle PNG layout, a SIIM
 DICOM + RLE folder, or a folder with ``labels.csv`` / ``normal/`` + ``pneumothorax/``), with the
 metadata the layout gives (sex, age, view) as stage 2 was fitted with. Images the run trained on or
-fitted its classifier on (ids in its own train or val split) are left out and counted.
+fitted its classifier on (by id: its own train and val split, and the classifier's fitting images
+recorded in ``stage2.json``) are left out and counted.
 
 Reported, each with a 95 % bootstrap interval over patients: ROC AUC, average precision,
 sensitivity and specificity at the run's threshold, per-class precision / recall / F1, and the
@@ -42,6 +43,8 @@ def evaluate_cls(run: str | Path | Run, data: str | Path, layout: str = "auto", 
     labelled = index[index["label"] >= 0].reset_index(drop=True)
     split = run.read_split()
     seen = set() if split is None else set(split.loc[split["split"].isin(["train", "val"]), "id"])
+    summary, _, _ = run.read_stage2_record()
+    seen |= set(map(str, (summary or {}).get("fit_ids", [])))  # the images the classifier was fitted on
     left_out = int(labelled["id"].isin(seen).sum())
     labelled = labelled[~labelled["id"].isin(seen)].reset_index(drop=True)
     y = labelled["label"].to_numpy().astype(int)

@@ -137,6 +137,7 @@ def _train_cls(run: Run, cfg: Config, device: torch.device | None, cache: Cache 
     summary = {
         "feature_extractor": phi.name, "feature_note": phi_note, "leakage": leakage,
         "n_features": len(train.names), "n_fit": len(train.labels), "n_eval": len(test.labels),
+        "fit_ids": cache.index["id"].iloc[fit_rows].astype(str).tolist(),  # evaluate-cls leaves these out
         "threshold": threshold, "threshold_rule": s2.threshold_rule, "calibration": s2.calibration,
         "tuning": dataclasses.asdict(tuned), "default_params": clf.DEFAULT_PARAMS,
         "before": before, "after": after,
