@@ -6,7 +6,7 @@ stage 2 at the run's threshold), on every labelled image of the folder (a Kaggle
 DICOM + RLE folder, or a folder with ``labels.csv`` / ``normal/`` + ``pneumothorax/``), with the
 metadata the layout gives (sex, age, view) as stage 2 was fitted with. Images the run trained on or
 fitted its classifier on (by id: its own train and val split, and the classifier's fitting images
-recorded in ``stage2.json``) are left out and counted.
+recorded in the stage-2 summary) are left out and counted.
 
 Reported, each with a 95 % bootstrap interval over patients: ROC AUC, average precision,
 sensitivity and specificity at the run's threshold, per-class precision / recall / F1, and the
