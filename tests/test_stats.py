@@ -70,3 +70,22 @@ def test_the_printout_names_n_and_says_when_too_few_positives():
     line = describe(m, ["dice_pos"])
     assert line.startswith("dice_pos 0.4100 [0.2000, 0.6000]; n = 22 images (7 positive, 22 patients)")
     assert "too wide to say much" in line and too_wide(12) is None
+
+
+def test_the_fast_classification_metrics_equal_scikit_learns():
+    from sklearn.metrics import average_precision_score, precision_recall_fscore_support, roc_auc_score
+
+    from pneumoscope.stage2.classifier import _flat_metrics
+
+    rng = np.random.default_rng(3)
+    for trial in range(30):
+        n = int(rng.integers(4, 40))
+        y = rng.integers(0, 2, n)
+        y[:2] = [0, 1]
+        p = np.round(rng.random(n), 1 if trial % 2 else 6)  # with and without ties
+        got = _flat_metrics(y, p, 0.5, np.arange(n))
+        assert got["roc_auc"] == pytest.approx(roc_auc_score(y, p))
+        assert got["average_precision"] == pytest.approx(average_precision_score(y, p))
+        prec, rec, f1, _ = precision_recall_fscore_support(y, (p >= 0.5).astype(int), labels=[0, 1], zero_division=0)
+        for i, name in enumerate(("normal", "pneumothorax")):
+            assert (got[f"{name}.precision"], got[f"{name}.recall"], got[f"{name}.f1"]) == pytest.approx((prec[i], rec[i], f1[i]))

@@ -163,20 +163,51 @@ def _flat(m: dict) -> dict[str, float]:
     return out
 
 
+def fast_roc_auc(y: np.ndarray, p: np.ndarray) -> float:
+    """ROC AUC as the Mann-Whitney statistic (ties counted half): scikit-learn's value, without its
+    per-call checks, which made 2,000 bootstrap draws take seconds."""
+    from scipy.stats import rankdata
+
+    pos = y == 1
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    return float((rankdata(p)[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def fast_average_precision(y: np.ndarray, p: np.ndarray) -> float:
+    """Average precision as scikit-learn defines it (sum over distinct thresholds of the recall step
+    times the precision there)."""
+    n_pos = int((y == 1).sum())
+    if n_pos == 0:
+        return float("nan")
+    order = np.argsort(-p, kind="mergesort")
+    ps, ys = p[order], y[order]
+    last = np.r_[np.flatnonzero(np.diff(ps) != 0), len(ps) - 1]  # the end of each group of equal scores
+    tp = np.cumsum(ys)[last]
+    precision = tp / (last + 1)
+    recall = tp / n_pos
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
 def _flat_metrics(y: np.ndarray, p: np.ndarray, threshold: float, idx: np.ndarray) -> dict[str, float]:
     yy, pp = y[idx], p[idx]
     pred = (pp >= threshold).astype(int)
-    prec, rec, f1, _ = precision_recall_fscore_support(yy, pred, labels=[0, 1], zero_division=0)
-    both = len(np.unique(yy)) == 2
     pos, neg = yy == 1, yy == 0
+    both = pos.any() and neg.any()
     out = {"accuracy": float((pred == yy).mean()),
-           "roc_auc": float(roc_auc_score(yy, pp)) if both else float("nan"),
-           "average_precision": float(average_precision_score(yy, pp)) if both else float("nan"),
+           "roc_auc": fast_roc_auc(yy, pp) if both else float("nan"),
+           "average_precision": fast_average_precision(yy, pp) if both else float("nan"),
            "sensitivity": float(pred[pos].mean()) if pos.any() else float("nan"),
            "specificity": float(1 - pred[neg].mean()) if neg.any() else float("nan"),
            "ece": expected_calibration_error(yy, pp)}
-    for i, name in enumerate(("normal", "pneumothorax")):
-        out.update({f"{name}.precision": float(prec[i]), f"{name}.recall": float(rec[i]), f"{name}.f1": float(f1[i])})
+    for cls_value, name in ((0, "normal"), (1, "pneumothorax")):  # scikit-learn's per-class values, zero_division=0
+        said, true = pred == cls_value, yy == cls_value
+        hit = float((said & true).sum())
+        prec = hit / said.sum() if said.any() else 0.0
+        rec = hit / true.sum() if true.any() else 0.0
+        out.update({f"{name}.precision": prec, f"{name}.recall": rec,
+                    f"{name}.f1": 2 * prec * rec / (prec + rec) if prec + rec > 0 else 0.0})
     return out
 
 
