@@ -189,6 +189,12 @@ def test_normals_of_a_labelled_folder_are_negatives(tiny_synth, cache_dir, tmp_p
     cache, fit, test, note = classification_sets(Run(tmp_path / "r").read_config(), Run(tmp_path / "r"))
     used = set(cache.index.id.iloc[np.concatenate([fit, test])])
     assert {"n0", "n1", "n2", "n3"} <= used and "4 labelled images without a mask" in note
+    # evaluate-seg without --data judges the run's own test split, although its unmasked images are in no split
+    from pneumoscope.stage1.pipeline import evaluate_seg
+
+    again = evaluate_seg(tmp_path / "r")
+    assert again["split"] == "test" and again["n_images"] == m["n_images"] and again["path"].endswith("metrics.json")
+    assert again["dice_pos"] == pytest.approx(m["dice_pos"])
 
 
 def test_channels_last_on_cpu_is_the_same_float32_computation():

@@ -209,7 +209,9 @@ def evaluate_seg(run: str | Run, data: str | None = None, split: str = "auto", l
         raise PneumoscopeError(f"{data}: no masks in this dataset; segmentation metrics need masks")
     split_df = run.read_split()
     part_of = split_of_rows(cache, split_df)
-    same_data = split_df is not None and (part_of != "").all()
+    # the run's own data when every image with a mask is in its split (labelled images without a mask,
+    # e.g. a folder's pneumothorax images kept for stage 2, are never in it)
+    same_data = split_df is not None and (part_of[has_mask] != "").all()
     if split == "auto":
         split = "test" if same_data and (part_of == "test").any() else "all"
     if split == "all":
@@ -231,7 +233,7 @@ def _evaluate_and_save(run: Run, cfg: Config, cache: Cache, rows: np.ndarray, sp
     metrics.update(split=split, data=str(cfg.data.path or "synthetic"), encoder=cfg.model.encoder,
                    n_skipped=len(skipped), warnings=collapse_warnings(metrics, cfg.model.encoder, split))
     own = same_data and split == "test" and out is None  # only the run's own test metrics replace its metrics file
-    path = Path(out) if out is not None else run.metrics_path_for(None if same_data else str(data), split)
+    path = Path(out) if out is not None else run.metrics_path_for(None if same_data or not data else str(data), split)
     metrics["path"] = str(run.write_metrics(metrics, path))
     if own:
         run.write_skipped(skipped)
