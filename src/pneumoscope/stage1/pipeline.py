@@ -183,6 +183,8 @@ def evaluate_rows(run: Run, cache: Cache, rows: np.ndarray, device: torch.device
         pp = acc.compute()
         pp.pop("loss")
         metrics["postprocessed"] = {**pp, "rule": rule.to_dict(), "ci95": with_intervals(kept, truths, patients)["ci95"]}
+        if "per_source" in metrics:  # what the rule does to each collection (e.g. empties the normals)
+            metrics["postprocessed"]["per_source"] = per_source(kept, truths, patients, cache.index["source"].iloc[rows].tolist())
     return metrics
 
 

@@ -102,10 +102,13 @@ def _per_source_seg(study: Study, table1: pd.DataFrame) -> str:
     """Table 1's metrics per source (several --data folders), for each encoder."""
     rows = []
     for e in table1.encoder:
-        for name, m in study.seg_run(e).read_metrics().get("per_source", {}).items():
-            ci = m.get("ci95", {})
+        metrics = study.seg_run(e).read_metrics()
+        with_rule = metrics.get("postprocessed", {}).get("per_source", {})
+        for name, m in metrics.get("per_source", {}).items():
+            ci, r = m.get("ci95", {}), with_rule.get(name, {})
             rows.append({"encoder": e, "source": name, "n (positive)": f"{m['n_images']} ({m['n_positive']})",
-                         **{k: fmt(m.get(k), ci.get(k), 4) for k in ("dice_kaggle", "dice_pos", "iou")}})
+                         **{k: fmt(m.get(k), ci.get(k), 4) for k in ("dice_kaggle", "dice_pos", "iou")},
+                         **{f"{k}_pp": fmt(r.get(k), r.get("ci95", {}).get(k), 4) for k in ("dice_kaggle", "dice_pos")}})
     if not rows:
         return ""
     return "<h3>Per source</h3>" + _table(pd.DataFrame(rows))
