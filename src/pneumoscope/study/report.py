@@ -18,7 +18,7 @@ from ..inference.overlay import overlay
 from ..runs import Study
 from ..stage1.metrics import CI_KEYS
 from ..stage2.pipeline import Stage2Result
-from ..stats import fmt, too_wide
+from ..stats import fmt
 from . import plots
 
 PAPER_TABLE1 = pd.DataFrame({"encoder": ["resnet34", "vgg16", "inceptionresnetv2", "xception"],
@@ -126,10 +126,7 @@ def _per_source_cls(s: dict) -> str:
     return out
 
 
-def _encoder_comparisons(study: Study, table1: pd.DataFrame, best: str) -> str:
-    from .run import encoder_comparisons
-
-    rows = encoder_comparisons(study, table1, best)
+def _encoder_comparisons(rows: list[dict]) -> str:
     if not rows:
         return ""
     df = pd.DataFrame([{"encoder - best": f"{r['encoder']} - {r['minus']}", "metric": r["metric"],
@@ -138,8 +135,11 @@ def _encoder_comparisons(study: Study, table1: pd.DataFrame, best: str) -> str:
     return "<h3>Encoders against the best one (paired bootstrap on the same test images)</h3>" + _table(df)
 
 
-def write_report(study: Study, cfg: Config, table1: pd.DataFrame, best: str, res: Stage2Result) -> Path:
-    """Write the study's plots and its self-contained HTML report; returns the report's path."""
+def write_report(study: Study, cfg: Config, table1: pd.DataFrame, best: str, res: Stage2Result,
+                 notes: tuple[list[str], list[str]] = ([], []), comparisons: list[dict] | None = None) -> Path:
+    """Write the study's plots and its self-contained HTML report; returns the report's path. ``notes``:
+    the lines shown beside Table 1 and beside Table 2; ``comparisons``: encoder against the best (as
+    :func:`..study.run.study_notes` and :func:`..study.run.encoder_comparisons` give them)."""
     histories = {e: study.seg_run(e).read_history() for e in table1.encoder}
     split = study.seg_run(best).read_split()
     counts = split_summary(split) if split is not None else pd.DataFrame()
@@ -159,13 +159,7 @@ def write_report(study: Study, cfg: Config, table1: pd.DataFrame, best: str, res
     diff = pd.DataFrame([{"metric": k, "after - before": f"{d['difference']:+.4f}",
                           "95 % interval (paired bootstrap)": f"[{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]"}
                          for k, d in s.get("after_minus_before", {}).items() if d["difference"] == d["difference"]])
-    seg_notes = [line for e in table1.encoder for line in study.seg_run(e).read_metrics().get("warnings", [])]
-    few = [f"Table 1 {too_wide(int(table1.n_positive.iloc[0]))}"] \
-        if "n_positive" in table1 and too_wide(int(table1.n_positive.iloc[0])) else []
-    a = s["after"]
-    few2 = [f"Table 2 {too_wide(a['n_positive'])}"] if "n_positive" in a and too_wide(a["n_positive"]) else []
-    src = s.get("source_check")
-    shortcut = [src["warning"]] if src and src.get("warning") else []
+    seg_notes, cls_notes = notes
     t = s["tuning"]
     body = f"""<h1>pneumoscope report</h1>
 <p>Data: <b>{html.escape(str(cfg.data.path or 'synthetic phantoms (embedded default)'))}</b>; training size {cfg.data.size} px;
@@ -173,15 +167,15 @@ encoders: {', '.join(table1.encoder)}. Best encoder by validation IoU: <b>{html.
 <h2>Data — images of each source and kind in each part of the split</h2>{_table(counts)}
 <h2>Table 1 — segmentation (test split, threshold {cfg.train.threshold})</h2>
 <p>Each metric with its 95 % bootstrap interval (patients resampled, 2,000 draws, seed 0).</p>
-{notes_html(seg_notes + few)}{_table(table1_with_intervals(table1))}
-{_per_source_seg(study, table1)}{_encoder_comparisons(study, table1, best)}
+{notes_html(seg_notes)}{_table(table1_with_intervals(table1))}
+{_per_source_seg(study, table1)}{_encoder_comparisons(comparisons or [])}
 <p>Columns ending in <code>_pp</code>: after each run's post-processing rule (top threshold, minimum area,
 bottom threshold), searched on the validation images.</p>
 <p>Paper's Table 1 for reference (SIIM-ACR, 512 px, ImageNet weights):</p>{_table(PAPER_TABLE1)}
 <h2>Training curves</h2>{_img(figs['curves'], 'training curves')}
 <h2>Table 2 — classification (stage 2, evaluation images)</h2>
 <p>95 % bootstrap intervals (patients resampled); the change made by tuning is a paired bootstrap
-difference on the same images.</p>{notes_html(few2 + shortcut)}
+difference on the same images.</p>{notes_html(cls_notes)}
 {_table(table2_with_intervals(s))}{_table(summary)}{_table(diff) if len(diff) else ""}
 {_per_source_cls(s)}
 <div class="note"><b>Data and leakage.</b> {html.escape(s['leakage'])}<br><b>Features.</b> Phi(I, M) from

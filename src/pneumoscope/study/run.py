@@ -88,16 +88,18 @@ def encoder_comparisons(study: Study, table1: pd.DataFrame, best: str) -> list[d
     return out
 
 
-def study_notes(study: Study, table1: pd.DataFrame, s2: dict) -> list[str]:
-    """What a reader must be told beside the numbers: collapses, too few positives, a learnable source."""
-    notes = [line for e in table1.encoder for line in study.seg_run(e).read_metrics().get("warnings", [])]
+def study_notes(study: Study, table1: pd.DataFrame, s2: dict) -> tuple[list[str], list[str]]:
+    """What a reader must be told beside Table 1 (collapses, too few positives) and beside Table 2
+    (too few positives, a learnable source)."""
+    seg = [line for e in table1.encoder for line in study.seg_run(e).read_metrics().get("warnings", [])]
     if len(table1) and too_wide(int(table1.n_positive.iloc[0])):
-        notes.append(f"Table 1 {too_wide(int(table1.n_positive.iloc[0]))}")
+        seg.append(f"Table 1 {too_wide(int(table1.n_positive.iloc[0]))}")
+    cls = []
     if "n_positive" in s2["after"] and too_wide(s2["after"]["n_positive"]):
-        notes.append(f"Table 2 {too_wide(s2['after']['n_positive'])}")
+        cls.append(f"Table 2 {too_wide(s2['after']['n_positive'])}")
     if s2.get("source_check", {}).get("warning"):
-        notes.append(s2["source_check"]["warning"])
-    return notes
+        cls.append(s2["source_check"]["warning"])
+    return seg, cls
 
 
 def run_study(cfg: Config, out: str | Path) -> dict:
@@ -121,10 +123,12 @@ def _run_study(cfg: Config, study: Study) -> dict:
     best_run = study.seg_run(best)
     res = train_cls(best_run, cache=cache if cfg.stage2.data is None else None)
     study.write_table("table2", res.table2)
+    seg_notes, cls_notes = study_notes(study, table1, res.summary)
+    comparisons = encoder_comparisons(study, table1, best)
     metrics = {"table1": table1.to_dict("records"), "best_encoder": best, "best_run": str(best_run.root),
-               "stage2": res.summary, "table2": res.table2.to_dict("records"), "notes": study_notes(study, table1, res.summary),
-               "encoder_vs_best": encoder_comparisons(study, table1, best)}
+               "stage2": res.summary, "table2": res.table2.to_dict("records"), "notes": seg_notes + cls_notes,
+               "encoder_vs_best": comparisons}
     study.write_metrics(metrics)
     write_model_card(best_run, study.model_card_path)  # the study's model: its best run, with stage 2
-    metrics["report"] = str(write_report(study, cfg, table1, best, res))
+    metrics["report"] = str(write_report(study, cfg, table1, best, res, (seg_notes, cls_notes), comparisons))
     return metrics
