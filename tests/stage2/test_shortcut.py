@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pneumoscope.stage1.metrics import per_source
+from pneumoscope.stage1.metrics import per_image_counts, per_source
 from pneumoscope.stage2.shortcut import per_source_classification, source_check
 
 
@@ -41,6 +41,7 @@ def test_per_source_metrics():
     truth[:2, 2:5, 2:5] = True
     pred = truth.copy()
     pred[3, 0, 0] = True  # a false speck on a normal of source b
-    seg = per_source(pred, truth, None, ["a", "a", "b", "b"])
+    counts = per_image_counts(pred, truth)
+    seg = per_source(counts, None, ["a", "a", "b", "b"])
     assert seg["a"]["dice_pos"] == 1.0 and seg["b"]["dice_kaggle"] == 0.5 and seg["b"]["n_positive"] == 0
-    assert "ci95" in seg["a"] and per_source(pred, truth, None, ["a"] * 4) == {}
+    assert "ci95" in seg["a"] and per_source(counts, None, ["a"] * 4) == {}

@@ -108,29 +108,33 @@ def metrics_of(counts: dict[str, np.ndarray], idx: np.ndarray) -> dict[str, floa
             "pixel_accuracy": float(c["correct"].sum() / c["pixels"].sum()) if len(idx) else nan}
 
 
-def with_intervals(pred: np.ndarray, truth: np.ndarray, patients) -> dict:
-    """95 % bootstrap intervals (patients resampled) of every metric of ``pred`` against ``truth``,
-    with the numbers they rest on: ``{"ci95": {metric: [lo, hi]}, "n_patients", "bootstrap"}``."""
+def intervals_of(counts: dict[str, np.ndarray], patients) -> dict:
+    """95 % bootstrap intervals (patients resampled) of every metric of per-image ``counts``, with the
+    numbers they rest on: ``{"ci95": {metric: [lo, hi]}, "n_patients", "bootstrap"}``."""
     from ..stats import Resampler, bootstrap
 
-    counts = per_image_counts(pred, truth)
-    resampler = Resampler.over(list(patients) if patients is not None else None, len(pred))
+    resampler = Resampler.over(list(patients) if patients is not None else None, len(counts["pos"]))
     return {"ci95": bootstrap(lambda idx: metrics_of(counts, idx), resampler), "n_patients": resampler.n_patients,
             "bootstrap": {"draws": resampler.draws, "seed": resampler.seed, "unit": "patient", "level": 0.95}}
 
 
-def per_source(pred: np.ndarray, truth: np.ndarray, patients, sources) -> dict[str, dict]:
-    """The metrics (with intervals and n) of each source's images, when the images come from several
-    collections (e.g. SIIM positives and NIH normals): a model that learned the collection scores
-    very differently on each."""
+def with_intervals(pred: np.ndarray, truth: np.ndarray, patients) -> dict:
+    """:func:`intervals_of` the per-image counts of ``pred`` against ``truth``."""
+    return intervals_of(per_image_counts(pred, truth), patients)
+
+
+def per_source(counts: dict[str, np.ndarray], patients, sources) -> dict[str, dict]:
+    """The metrics (with intervals and n) of each source's images (``counts``: :func:`per_image_counts`),
+    when the images come from several collections (e.g. SIIM positives and NIH normals): a model
+    that learned the collection scores very differently on each."""
     sources = np.asarray(sources, dtype=object)
     if len(set(sources.tolist())) < 2:
         return {}
-    counts = per_image_counts(pred, truth)
     out = {}
     for name in sorted(set(sources.tolist())):
         idx = np.flatnonzero(sources == name)
-        sub = list(np.asarray(patients, dtype=object)[idx]) if patients is not None else None
-        out[str(name)] = {**metrics_of(counts, idx), "n_images": int(len(idx)), "n_positive": int(counts["pos"][idx].sum()),
-                          **with_intervals(pred[idx], truth[idx], sub)}
+        sub = {k: v[idx] for k, v in counts.items()}
+        pats = list(np.asarray(patients, dtype=object)[idx]) if patients is not None else None
+        out[str(name)] = {**metrics_of(sub, np.arange(len(idx))), "n_images": int(len(idx)),
+                          "n_positive": int(sub["pos"].sum()), **intervals_of(sub, pats)}
     return out

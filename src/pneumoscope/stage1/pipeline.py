@@ -25,7 +25,7 @@ from ..runs import Run
 from . import postprocess
 from .engine import evaluate
 from .losses import CompositeLoss
-from .metrics import SegMetrics, per_image_counts, per_source, with_intervals
+from .metrics import SegMetrics, intervals_of, per_image_counts, per_source
 from .trainer import check_resumable, train_segmentation
 from .unet import canonical_encoder, load_model
 
@@ -167,14 +167,14 @@ def evaluate_rows(run: Run, cache: Cache, rows: np.ndarray, device: torch.device
     metrics, probs = _evaluate_probs(model, cfg, cache, rows, device)
     truths = np.asarray(cache.masks[rows])
     patients = cache.index["patient_id"].iloc[rows].tolist() if "patient_id" in cache.index else None
-    metrics.update(with_intervals(probs > cfg.train.threshold, truths, patients))
-    counts = per_image_counts(probs > cfg.train.threshold, truths)
+    sources = cache.index["source"].iloc[rows].tolist() if "source" in cache.index else [""] * len(rows)
+    counts = per_image_counts(probs > cfg.train.threshold, truths)  # one pass over the masks; every number below from it
+    metrics.update(intervals_of(counts, patients))
     metrics["per_image"] = pd.DataFrame({"id": cache.index["id"].iloc[rows].astype(str).to_numpy(),
                                          "patient_id": [str(p) for p in patients] if patients is not None else "", **counts})
-    if "source" in cache.index:  # several collections: each one's metrics, to see whether one carries the score
-        by_source = per_source(probs > cfg.train.threshold, truths, patients, cache.index["source"].iloc[rows].tolist())
-        if by_source:
-            metrics["per_source"] = by_source
+    by_source = per_source(counts, patients, sources)  # several collections: does one of them carry the score?
+    if by_source:
+        metrics["per_source"] = by_source
     rule = postprocess.load_rule(run)
     if rule is not None:
         acc = SegMetrics()
@@ -182,9 +182,10 @@ def evaluate_rows(run: Run, cache: Cache, rows: np.ndarray, device: torch.device
         acc.update(kept, truths)
         pp = acc.compute()
         pp.pop("loss")
-        metrics["postprocessed"] = {**pp, "rule": rule.to_dict(), "ci95": with_intervals(kept, truths, patients)["ci95"]}
-        if "per_source" in metrics:  # what the rule does to each collection (e.g. empties the normals)
-            metrics["postprocessed"]["per_source"] = per_source(kept, truths, patients, cache.index["source"].iloc[rows].tolist())
+        kept_counts = per_image_counts(kept, truths)
+        metrics["postprocessed"] = {**pp, "rule": rule.to_dict(), "ci95": intervals_of(kept_counts, patients)["ci95"]}
+        if by_source:  # what the rule does to each collection (e.g. empties the normals)
+            metrics["postprocessed"]["per_source"] = per_source(kept_counts, patients, sources)
     return metrics
 
 
