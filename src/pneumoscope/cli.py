@@ -102,7 +102,7 @@ def cmd_evaluate_cls(args: argparse.Namespace) -> None:
                      say=lambda line: print(line, flush=True))
     print(f"{m['n_images']} images ({m['n_positive']} pneumothorax, {m['n_patients']} patients"
           + (f"; {m['n_left_out_seen']} left out: the run trained on them" if m["n_left_out_seen"] else "") + "): "
-          + describe(m, ("roc_auc", "average_precision", "sensitivity", "specificity", "ece")).split("; n = ")[0]
+          + describe(m, ("roc_auc", "average_precision", "sensitivity", "specificity", "ece"), with_n=False)
           + f" at threshold {m['threshold']:.4f}" + (f"; {too_wide(m['n_positive'])}" if too_wide(m["n_positive"]) else ""))
     print(f"wrote {m['path']} and {m['reliability_plot']}")
 

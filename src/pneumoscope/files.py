@@ -64,6 +64,17 @@ def write_via_tmp(path: str | Path, write: Callable[[Path], None]) -> None:
         raise
 
 
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file (read in 1 MB blocks)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def json_text(data: Any) -> str:
     """Strict JSON text (NaN and infinity written as null)."""
     return json.dumps(_clean(data), indent=2) + "\n"

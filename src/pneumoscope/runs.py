@@ -30,7 +30,7 @@ from . import config as config_mod
 from . import locks, schema
 from .config import Config
 from .errors import BadItemError, PneumoscopeError
-from .files import atomic_write, json_text, read_json, write_csv, write_json, write_via_tmp
+from .files import atomic_write, file_sha256, json_text, read_json, write_csv, write_json, write_via_tmp
 
 CONFIG = "config.yaml"
 SPLIT = "split.csv"
@@ -438,8 +438,6 @@ class Run:
         report = self._read_derived(self._p(EXPORT_REPORT), schema.EXPORT_REPORT)
         ok = report is not None and report.get("passed") and self.onnx_path.is_file()
         if ok and isinstance(report.get("sha256"), str):  # the file the parity check passed, not another
-            from .inference.export import file_sha256
-
             if file_sha256(self.onnx_path) != report["sha256"]:
                 raise schema.fail(self.onnx_path, None, f"does not match the sha256 its {EXPORT_REPORT} records (damaged or "
                                   "replaced)", "delete it (it is exported again when needed) or run pneumoscope export")

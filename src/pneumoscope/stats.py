@@ -105,13 +105,14 @@ def fmt(value: float | None, ci: Sequence[float] | None, digits: int = 3) -> str
     return f"{value:.{digits}f} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
 
 
-def describe(metrics: dict, keys: Sequence[str], digits: int = 4) -> str:
+def describe(metrics: dict, keys: Sequence[str], digits: int = 4, with_n: bool = True) -> str:
     """``dice_pos 0.4060 [0.2210, 0.5830], ...; n = 22 images (7 positive, 22 patients), 95 % bootstrap
-    intervals`` and, with fewer than 10 positives, the note that the intervals are too wide."""
+    intervals`` and, with fewer than 10 positives, the note that the intervals are too wide
+    (``with_n=False``: the metrics alone, for a caller that says the n itself)."""
     ci = metrics.get("ci95", {})
     parts = [f"{k} {fmt(metrics[k], ci.get(k), digits)}" for k in keys if metrics.get(k) is not None and metrics[k] == metrics[k]]
     n, pos = metrics.get("n_images"), metrics.get("n_positive")
-    if n is None:
+    if n is None or not with_n:
         return ", ".join(parts)
     line = ", ".join(parts) + f"; n = {n} images ({pos} positive"
     line += f", {metrics['n_patients']} patients)" if "n_patients" in metrics else ")"

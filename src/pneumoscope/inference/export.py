@@ -22,7 +22,7 @@ from torch import nn
 from ..data.synth import render
 from ..data.transforms import model_input, to_model_size
 from ..errors import PneumoscopeError
-from ..files import check_writable_folder
+from ..files import check_writable_folder, file_sha256
 from ..runs import Run
 from ..stage1.unet import load_model
 from .backends import OnnxBackend, TorchBackend
@@ -74,17 +74,6 @@ def _write_onnx(wrapper: nn.Module, x: torch.Tensor, path: Path, names: list[str
         torch.onnx.export(wrapper, (x,), str(path), input_names=["image"], output_names=names,
                           dynamic_shapes={"x": dims}, dynamo=True, verbose=False,
                           external_data=False)  # one file (else the weights go to "<tmp>.data")
-
-
-def file_sha256(path: Path) -> str:
-    """The SHA-256 of a file (read in 1 MB blocks)."""
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def export_onnx(run: str | Path | Run, out: str | Path | None = None) -> tuple[Path, dict]:

@@ -154,15 +154,6 @@ def classification_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> di
     }
 
 
-def _flat(m: dict) -> dict[str, float]:
-    """The numbers of :func:`classification_metrics` that get an interval, as flat names."""
-    out = {k: m[k] for k in ("accuracy", "roc_auc", "average_precision", "sensitivity", "specificity", "ece")}
-    for cls_name, c in m["per_class"].items():
-        for k in ("precision", "recall", "f1"):
-            out[f"{cls_name}.{k}"] = c[k]
-    return out
-
-
 def fast_roc_auc(y: np.ndarray, p: np.ndarray) -> float:
     """ROC AUC as the Mann-Whitney statistic (ties counted half): scikit-learn's value, without its
     per-call checks, which made 2,000 bootstrap draws take seconds."""
