@@ -48,3 +48,30 @@ def test_a_folder_of_one_class_is_one_line(run, tmp_path, capsys):
     generate(tmp_path / "neg", n=8, size=96, seed=5, positive_rate=0.0)
     assert main(["evaluate-cls", "--run", str(run), "--data", str(tmp_path / "neg")]) == 2
     assert "needs normal and pneumothorax images" in one_error_line(capsys)
+
+
+def test_the_classifiers_fitting_images_are_left_out_too(tiny_synth, tmp_path, capsys):
+    """A labelled folder's unmasked positives never enter the stage-1 split but do fit stage 2: judging
+    the run on that folder must leave them out (it did not, and reported AUC 0.742 for 0.549)."""
+    import pandas as pd
+    from PIL import Image
+
+    from tests.conftest import train_tiny_run
+
+    labelled = tmp_path / "labelled"
+    labelled.mkdir()
+    rows = []
+    for i, f in enumerate(sorted((tiny_synth / "png_images").glob("*.png"))[:16]):
+        Image.open(f).save(labelled / f"n{i}.png")
+        rows.append(f"n{i}.png,{'pneumothorax' if i < 8 else 'normal'},pat{i}")
+    (labelled / "labels.csv").write_text("file,label,patient_id\n" + "\n".join(rows) + "\n")
+    run = train_tiny_run(tiny_synth, tmp_path / "run", "--data", str(labelled))
+    assert main(["train-cls", "--run", str(run), "--set", "stage2.n_iter=1", "--set", "stage2.cv_folds=2"]) == 0
+    split = pd.read_csv(run / "split.csv", dtype=str)
+    fit_ids = set(json.loads((run / "stage2" / "stage2.json").read_text())["fit_ids"])
+    seen = set(split.loc[split.split.isin(["train", "val"]), "id"]) | fit_ids
+    ours = {f"n{i}" for i in range(16)}
+    assert fit_ids & {f"n{i}" for i in range(8)}  # some unmasked positives fitted the classifier
+    assert main(["evaluate-cls", "--run", str(run), "--data", str(labelled), "--backend", "torch"]) == 0
+    m = json.loads((run / "cls-labelled.json").read_text())
+    assert m["n_left_out_seen"] == len(ours & seen) and m["n_images"] == len(ours - seen)
