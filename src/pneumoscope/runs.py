@@ -531,13 +531,7 @@ class Run:
             raise PneumoscopeError(f"{self.root}: no stage-2 classifier for its current weights (run train-cls first)")
         summary = self._read_derived(d / S2_SUMMARY, schema.STAGE2_SUMMARY)
         path, remedy = d / S2_CLASSIFIER, REMEDY[S2_CLASSIFIER]
-        spec = read_json(path)
-        schema.check(spec, schema.CLASSIFIER, path, remedy)
-        if len(spec["members"]) != spec["n_boosters"]:
-            raise schema.fail(path, "members", f"lists {len(spec['members'])} members for {spec['n_boosters']} boosters", remedy)
-        for i, member in enumerate(spec["members"]):
-            schema.check(member, {"calibration": schema.Any_((dict,), optional=True)}, path, remedy, f"members[{i}].")
-            schema.check_calibration(member.get("calibration"), path, f"members[{i}].calibration", remedy)
+        spec = schema.check_classifier(read_json(path), path, remedy)
         boosters = []
         for i in range(spec["n_boosters"]):
             booster = d / S2_BOOSTER.format(i)

@@ -157,3 +157,14 @@ def check_calibration(c: Any, path: str | Path, where: str, remedy: str) -> None
                 raise fail(path, f"{where}.{name}[{i}]", problem, remedy)
     if any(b < a for a, b in zip(x, x[1:])):
         raise fail(path, f"{where}.x", "is not in ascending order", remedy)
+
+
+def check_classifier(spec: Any, path: str | Path, remedy: str) -> dict:
+    """The stage-2 classifier's description: format, one member per booster, each member's calibration."""
+    check(spec, CLASSIFIER, path, remedy)
+    if len(spec["members"]) != spec["n_boosters"]:
+        raise fail(path, "members", f"lists {len(spec['members'])} members for {spec['n_boosters']} boosters", remedy)
+    for i, member in enumerate(spec["members"]):
+        check(member, {"calibration": Any_((dict,), optional=True)}, path, remedy, f"members[{i}].")
+        check_calibration(member.get("calibration"), path, f"members[{i}].calibration", remedy)
+    return spec
