@@ -115,7 +115,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
                           postprocess=not args.no_postprocess, batch_size=args.batch_size, workers=args.workers,
                           overlay_size=args.overlay_size,
                           gradcam=args.gradcam, submission=args.submission, skip_bad=args.skip_bad, device=args.device,
-                          resume=not args.no_resume)
+                          resume=not args.no_resume, dicom_out=args.dicom_out,
+                          dicom_objects=_dicom_objects(args.dicom_objects))
     r = predict_files(args.run, args.inputs, args.out, opts, say=lambda line: print(line, flush=True))
     for note in r["notes"]:
         print(note)
@@ -123,7 +124,14 @@ def cmd_predict(args: argparse.Namespace) -> None:
     print(f"predicted {r['predicted']} images ({r['images_per_second']:.2f} img/s{share})"
           + (f", {r['already_done']} already done" if r["already_done"] else "")
           + (f", skipped {r['skipped']} (see skipped.csv)" if r["skipped"] else "")
-          + f"; wrote {Path(args.out) / 'predictions.csv'}" + (f" and {args.submission}" if args.submission else ""))
+          + f"; wrote {Path(args.out) / 'predictions.csv'}" + (f" and {args.submission}" if args.submission else "")
+          + (f"; DICOM results ({', '.join(_dicom_objects(args.dicom_objects))}) in {args.dicom_out}" if args.dicom_out else ""))
+
+
+def _dicom_objects(text: str) -> tuple[str, ...]:
+    from .results.build import parse_kinds
+
+    return parse_kinds(text)
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -304,6 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overlay-size", type=int, default=512, metavar="PX",
                    help="long side of the overlay pictures (default 512; 0: no overlays; masks are always full size)")
     s.add_argument("--device", default="auto")
+    s.add_argument("--dicom-out", metavar="DIR", help="also write DICOM results of DICOM inputs into DIR: SEG, "
+                   "Comprehensive 3D SR, burned-in overlay (docs/dicom.md)")
+    s.add_argument("--dicom-objects", default="seg,sr,sc", metavar="KINDS",
+                   help="which DICOM results, comma-separated: seg, sr, sc (default: all three)")
     s.add_argument("--no-resume", action="store_true", help="start over instead of skipping files already predicted")
     s.add_argument("--skip-bad", action="store_true", help="skip unreadable files and list them in OUT/skipped.csv")
     s.set_defaults(func=cmd_predict)

@@ -140,6 +140,13 @@ def _display(arr: np.ndarray, ds: Any) -> tuple[np.ndarray, str]:
 def read_dicom(source: str | BinaryIO, name: str | None = None, max_pixels: int | None = None,
                min_side: int = 0) -> tuple[np.ndarray, dict[str, Any]]:
     """A DICOM radiograph (path or binary file object) as float32 [0, 1] with air dark, and its metadata."""
+    img, meta, _ = read_dicom_dataset(source, name, max_pixels, min_side)
+    return img, meta
+
+
+def read_dicom_dataset(source: str | BinaryIO, name: str | None = None, max_pixels: int | None = None,
+                       min_side: int = 0) -> tuple[np.ndarray, dict[str, Any], Any]:
+    """As :func:`read_dicom`, with the pydicom dataset it was read from (for results written as DICOM)."""
     name = name or str(source)
     try:
         ds = _open(source, name, max_pixels)
@@ -162,7 +169,7 @@ def read_dicom(source: str | BinaryIO, name: str | None = None, max_pixels: int 
         img = 1.0 - img
     if not np.isfinite(img).all():
         raise PneumoscopeError(f"{name}: decoded pixels are not finite")
-    return img, metadata(ds, window)
+    return img, metadata(ds, window), ds
 
 
 def metadata(ds: Any, window: str = "") -> dict[str, Any]:

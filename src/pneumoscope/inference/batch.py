@@ -30,6 +30,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -40,6 +41,7 @@ from ..data.io import MIN_SIDE, encode_jpeg, encode_mask_png, encode_png, list_i
 from ..data.rle import encode
 from ..errors import PneumoscopeError
 from ..files import ENCODING, atomic_write, check_writable_folder, csv_text, write_csv
+from ..results import dicom_results, write_results
 from .options import PredictOptions
 from .overlay import overlay
 from .predictor import Predictor
@@ -173,21 +175,30 @@ def _complete_row(row: dict) -> bool:
         return False
 
 
-def _read(path: Path) -> tuple[Path, np.ndarray | None, dict, str]:
+Item = tuple[Path, "np.ndarray | None", dict, str, Any]  # path, image, metadata, error, DICOM source (or None)
+
+
+def _read(path: Path, dicom: bool = False) -> Item:
     try:
         img, meta = read_image(path, min_side=MIN_SIDE)
-        return path, img, meta, ""
+        source = None
+        if dicom:  # results go back as DICOM: the header must have what they reference
+            from ..results.source import Source
+
+            source = Source.header(path, img)
+        return path, img, meta, "", source
     except PneumoscopeError as exc:
-        return path, None, {}, str(exc)
+        return path, None, {}, str(exc), None
 
 
-def stream(files: list[Path], batch_size: int, workers: int) -> Iterator[list[tuple[Path, np.ndarray | None, dict, str]]]:
-    """Batches of decoded files, decoded ahead by ``workers`` threads (at most two batches held)."""
+def stream(files: list[Path], batch_size: int, workers: int, dicom: bool = False) -> Iterator[list[Item]]:
+    """Batches of decoded files, decoded ahead by ``workers`` threads (at most two batches held);
+    with ``dicom``, each DICOM's header is kept for its DICOM results."""
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        pending = [pool.submit(_read, f) for f in files[:batch_size]]
+        pending = [pool.submit(_read, f, dicom) for f in files[:batch_size]]
         nxt = batch_size
         while pending:
-            ahead = [pool.submit(_read, f) for f in files[nxt : nxt + batch_size]]
+            ahead = [pool.submit(_read, f, dicom) for f in files[nxt : nxt + batch_size]]
             nxt += batch_size
             yield [fut.result() for fut in pending]
             pending = ahead
@@ -207,9 +218,23 @@ def predict_files(run: str | Path, inputs: list[str | Path], out: str | Path, op
     files = [f for f in dict.fromkeys(_resolve(f) for f in list_images(list(inputs))) if not f.is_relative_to(own)]
     if not files:
         raise PneumoscopeError(f"no image files found in the inputs (the output folder {out} is not read)")
+    if opts.dicom_out:
+        _check_dicom_inputs(files, Path(opts.dicom_out))
     folder = PredictionFolder(out, opts.gradcam, opts.overlay_size > 0)
     with locks.hold(folder.root, "predict"):
         return _predict_into(folder, run, files, sub_path, opts, say)
+
+
+def _check_dicom_inputs(files: list[Path], dicom_out: Path) -> None:
+    """DICOM results are made of DICOM sources only: a PNG among the inputs is said before anything is written."""
+    from ..data.io import is_dicom
+
+    raster = [f for f in files if f.exists() and not is_dicom(f)]
+    if raster:
+        more = f" (and {len(raster) - 1} more)" if len(raster) > 1 else ""
+        raise PneumoscopeError(f"--dicom-out: {raster[0]}{more} is not DICOM; DICOM results (SEG, SR, overlay) go into "
+                               "the source's study, so they need DICOM inputs")
+    check_writable_folder(dicom_out, "--dicom-out")
 
 
 def _resolve(path: Path) -> Path:
@@ -237,8 +262,11 @@ def _predict_into(folder: PredictionFolder, run: str | Path, files: list[Path], 
 
     def write(good: list, results: list, heats: list) -> None:  # on the writer thread, batch after batch
         rows = []
-        for (f, img, _), res, heat in zip(good, results, heats):
+        for (f, img, _, source), res, heat in zip(good, results, heats):
             folder.write_pictures(folder.name_for(str(f)), img, res.mask, heat, opts.overlay_size)
+            if source is not None:
+                write_results(dicom_results(res, source, pred.algorithm, opts.dicom_objects), opts.dicom_out,
+                              folder.name_for(str(f)))
             row = {"file": str(f), "width": img.shape[1], "height": img.shape[0], "mask_area_px": res.mask_area_px,
                    "max_prob": round(res.max_prob, 6)}
             if res.p_pneumothorax is not None:
@@ -250,12 +278,12 @@ def _predict_into(folder: PredictionFolder, run: str | Path, files: list[Path], 
     # decode ahead (reader threads), predict (here), encode and write behind (one writer thread, in order)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pneumoscope-write") as writer:
         pending = None
-        for batch in stream(todo, opts.batch_size, workers):
-            bad = [{"file": str(f), "reason": err} for f, img, _, err in batch if img is None]
+        for batch in stream(todo, opts.batch_size, workers, bool(opts.dicom_out)):
+            bad = [{"file": str(f), "reason": err} for f, img, _, err, _ in batch if img is None]
             if bad and not opts.skip_bad:
                 raise PneumoscopeError(bad[0]["reason"])
             skipped += bad
-            good = [(f, img, meta) for f, img, meta, _ in batch if img is not None]
+            good = [(f, img, meta, source) for f, img, meta, _, source in batch if img is not None]
             bar.update(len(batch))
             if not good:
                 continue

@@ -29,6 +29,8 @@ class PredictOptions:
     skip_bad: bool = False
     device: str = "auto"
     resume: bool = True
+    dicom_out: str | None = None  # folder for DICOM results (SEG, SR, overlay) of DICOM inputs
+    dicom_objects: tuple[str, ...] = ("seg", "sr", "sc")  # which DICOM results (see pneumoscope.results.KINDS)
     max_megapixels: float = 178.956970  # largest image (files and arrays), checked before decoding; the server passes its own
 
     def check(self) -> PredictOptions:
@@ -45,6 +47,8 @@ class PredictOptions:
             raise PneumoscopeError(f"--workers {self.workers}: must be at least 1")
         if not self.max_megapixels > 0:
             raise PneumoscopeError(f"max_megapixels {self.max_megapixels}: must be > 0")
+        if set(self.dicom_objects) - {"seg", "sr", "sc"} or not self.dicom_objects:
+            raise PneumoscopeError(f"--dicom-objects {','.join(self.dicom_objects)}: choose any of seg, sr, sc")
         if self.overlay_size < 0:
             raise PneumoscopeError(f"--overlay-size {self.overlay_size}: must be 0 (no overlays) or more")
         return self

@@ -41,6 +41,8 @@ class Prediction:
     p_pneumothorax: float | None  # stage-2 P(pneumothorax); None when the run has no classifier
     decision: str | None  # "pneumothorax" | "normal" at the run's threshold; None without stage 2
     metadata: dict[str, Any] = field(default_factory=dict)  # DICOM metadata (sex, age, view, ...)
+    source: str | None = field(default=None, repr=False)  # the file predicted (None for an array)
+    algorithm: Any = field(default=None, repr=False)  # results.Algorithm: who made this (for DICOM results)
 
     @property
     def mask_area_px(self) -> int:
@@ -51,6 +53,30 @@ class Prediction:
     def max_prob(self) -> float:
         """Highest pixel probability."""
         return float(self.prob.max())
+
+    def to_dicom(self, source: Any = None, kinds: tuple[str, ...] | str = ("seg", "sr", "sc")) -> dict[str, Any]:
+        """This result as DICOM objects in the source's study: kind (``seg``, ``sr``, ``sc``) -> pydicom
+        Dataset (see :mod:`pneumoscope.results`). ``source``: the DICOM file predicted (default: the
+        path given to ``predict``) or its pydicom Dataset. A PNG source: one line, nothing made."""
+        from ..results import dicom_results, parse_kinds
+        from ..results.source import Source
+
+        if self.algorithm is None:
+            raise PneumoscopeError("this Prediction was not made by a Predictor; no algorithm to name in DICOM results")
+        source = self.source if source is None else source
+        if source is None:
+            raise PneumoscopeError("DICOM results need the source DICOM: pass its path or pydicom Dataset "
+                                   "(an array has no study to put them in)")
+        return dicom_results(self, Source.load(source), self.algorithm, parse_kinds(kinds))
+
+    def save_dicom(self, folder: str | Path, source: Any = None, kinds: tuple[str, ...] | str = ("seg", "sr", "sc"),
+                   stem: str | None = None) -> dict[str, Path]:
+        """Write :meth:`to_dicom` into ``folder`` as ``<stem>.<kind>.dcm`` (stem: the source file's); kind -> path."""
+        from ..results import write_results
+
+        results = self.to_dicom(source, kinds)
+        name = stem or (Path(str(source or self.source)).stem if isinstance(source or self.source, (str, Path)) else "result")
+        return write_results(results, folder, name)
 
 
 class Predictor:
@@ -92,6 +118,15 @@ class Predictor:
         from ..stage1.unet import load_model
 
         return load_model(self.run, self.device)[0]
+
+    @cached_property
+    def algorithm(self) -> Any:
+        """The algorithm DICOM results name: pneumoscope's version, the run's weights, its model."""
+        from .. import __version__
+        from ..results import Algorithm
+
+        model = f"U-Net {self.encoder}" + (" + DenseNet/XGBoost" if self.stage2 is not None else "")
+        return Algorithm(__version__, self.run.weights_id(), model, self.cls_threshold)
 
     @property
     def cls_threshold(self) -> float | None:
@@ -152,7 +187,8 @@ class Predictor:
         for k, (p, img, meta) in enumerate(zip(probs, images, metas)):
             full = cv2.resize(p, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR)
             pk = None if p_cls is None else float(p_cls[k])
-            out.append(Prediction(full, self.rule.apply(full), pk, None if pk is None else self.stage2.decide(pk), meta))
+            out.append(Prediction(full, self.rule.apply(full), pk, None if pk is None else self.stage2.decide(pk), meta,
+                                  algorithm=self.algorithm))
         return out
 
     def predict(self, image: str | Path | np.ndarray, metadata: dict | None = None) -> Prediction:
@@ -166,7 +202,10 @@ class Predictor:
                                       "write them to a file or POST them to the server; a path must be str or pathlib.Path"))
         else:
             img, meta = image, dict(metadata or {})  # converted by predict_batch
-        return self.predict_batch([img], [meta])[0]
+        result = self.predict_batch([img], [meta])[0]
+        if isinstance(image, (str, Path)):
+            result.source = str(image)
+        return result
 
     def gradcam(self, images: list[np.ndarray]) -> list[np.ndarray]:
         """Grad-CAM heatmaps at each image's own size (float32 model, gradients on)."""

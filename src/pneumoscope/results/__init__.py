@@ -1,0 +1,17 @@
+"""Results as DICOM objects in the source radiograph's study, for a PACS and its viewers.
+
+For one DICOM radiograph and its :class:`~pneumoscope.inference.predictor.Prediction`:
+
+- ``seg``: a BINARY DICOM Segmentation on the source's stored pixel grid (:mod:`.seg`);
+- ``sr``: a Comprehensive 3D SR following TID 1500 with the finding, P(pneumothorax), the
+  decision threshold and the lesion area (:mod:`.sr`);
+- ``sc``: an RGB Secondary Capture of the radiograph as displayed with the contour and the
+  probability burned in, for viewers that cannot show a SEG (:mod:`.capture`).
+
+:func:`dicom_results` builds them, :func:`write_results` writes them; ``predict --dicom-out``,
+the HTTP server and ``pneumoscope listen`` call these two.
+"""
+
+from .build import KINDS, Algorithm, dicom_results, parse_kinds, result_name, write_results
+
+__all__ = ["KINDS", "Algorithm", "dicom_results", "parse_kinds", "result_name", "write_results"]

@@ -1,0 +1,63 @@
+"""The mask as a BINARY DICOM Segmentation (highdicom) on the source's own stored pixel grid."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import codes
+from .build import SERIES
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .build import Algorithm
+    from .source import Source
+
+
+def equipment(algorithm: Algorithm) -> Any:
+    """The Contributing Equipment item naming pneumoscope as the processing algorithm."""
+    import highdicom as hd
+
+    return hd.ContributingEquipment(
+        manufacturer=algorithm.manufacturer, purpose_of_reference=codes.PROCESSING,
+        manufacturer_model_name=algorithm.model[:64], software_versions=algorithm.full_version,
+        device_serial_number=algorithm.weights_id, contribution_description="Automatic pneumothorax detection")
+
+
+def algorithm_identification(algorithm: Algorithm) -> Any:
+    """Algorithm Identification Sequence: family Artificial Intelligence, name, version with weights."""
+    import highdicom as hd
+
+    return hd.AlgorithmIdentificationSequence(name=algorithm.name, version=algorithm.full_version,
+                                              family=codes.AI, source=algorithm.manufacturer)
+
+
+def segmentation(source: Source, mask: np.ndarray, algorithm: Algorithm) -> Any:
+    """A BINARY SEG with one segment (pneumothorax) referencing the source's first frame."""
+    import highdicom as hd
+
+    uid = str(source.ds.SOPInstanceUID)
+    description = hd.seg.SegmentDescription(
+        segment_number=1, segment_label="Pneumothorax",
+        segmented_property_category=codes.ABNORMAL_STRUCTURE, segmented_property_type=codes.PNEUMOTHORAX,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=algorithm_identification(algorithm),
+        anatomic_regions=[codes.CHEST])
+    number, label = SERIES["seg"]
+    seg = hd.seg.Segmentation(
+        source_images=[source.ds], pixel_array=mask.astype(np.uint8)[None],
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=[description],
+        series_instance_uid=algorithm.uid(uid, "seg", "series"), series_number=number,
+        sop_instance_uid=algorithm.uid(uid, "seg"), instance_number=1,
+        manufacturer=algorithm.manufacturer, manufacturer_model_name=algorithm.model[:64],
+        software_versions=algorithm.full_version, device_serial_number=algorithm.weights_id,
+        content_label="PNEUMOTHORAX", content_description=label[:64], series_description=label,
+        contributing_equipment=[equipment(algorithm)])
+    shared = seg.SharedFunctionalGroupsSequence[0]
+    if "FrameOfReferenceUID" not in source.ds and "PixelMeasuresSequence" in shared:
+        # A projection radiograph has no slice thickness, which highdicom's reader requires of pixel
+        # measures; the SEG lies on the source's own grid, whose spacing the source gives.
+        del shared.PixelMeasuresSequence
+    if "PatientOrientation" not in seg:  # General Image, type 2C: needed (empty) without an Image Orientation
+        seg.PatientOrientation = source.ds.get("PatientOrientation") or None
+    return seg
