@@ -230,6 +230,28 @@ def cmd_serve(args: argparse.Namespace) -> None:
     server.run(sockets=[sock])
 
 
+def cmd_listen(args: argparse.Namespace) -> None:
+    import logging
+
+    from .inference.options import PredictOptions
+    from .inference.predictor import Predictor
+    from .node.destinations import Destination
+    from .node.service import Node, NodeOptions
+    from .results.build import parse_kinds
+
+    opts = NodeOptions(ae_title=args.ae_title, host=args.host, port=args.port, allow=tuple(args.allow_aet or ()),
+                       destinations=tuple(Destination.parse(t) for t in args.send_to or ()), quiet=args.quiet_seconds,
+                       kinds=parse_kinds(args.dicom_objects), retry=args.retry_seconds, log_phi=args.log_phi).check()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    for noisy in ("pynetdicom", "highdicom", "dicomweb_client"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    node = Node(args.run, args.spool, opts, Predictor(args.run, PredictOptions(backend=args.backend, device=args.device)))
+    port = node.start()
+    print(f"listening as {opts.ae_title} on {opts.host}:{port} (spool {args.spool}); results ({', '.join(opts.kinds)}) to "
+          f"{', '.join(str(d) for d in opts.destinations)}; allowed callers: {', '.join(opts.allow) or 'any'}", flush=True)
+    node.serve()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand (choices come from the registries that define them)."""
     from .data.layouts import LAYOUTS
@@ -334,6 +356,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--insecure-no-token", action="store_true", help="allow a --host beyond localhost without a token "
                    "(anyone who reaches the port sees the images)")
     s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("listen", help="a DICOM node: receive radiographs (C-STORE), send SEG/SR/overlay back",
+                       description="Receive CR/DX radiographs as a DICOM Storage SCP, predict each study once no new "
+                       "instance came for --quiet-seconds, and send its DICOM results (SEG, SR, burned-in overlay) to every "
+                       "--send-to, with retries. Received instances and queued results live in --spool, so a node killed "
+                       "and restarted loses nothing and sends nothing twice. Run it as a service with systemd (see "
+                       "docs/dicom.md); it stops cleanly on SIGTERM.")
+    s.add_argument("--run", required=True, help="a trained run (with stage 2 for P(pneumothorax))")
+    s.add_argument("--spool", required=True, metavar="DIR", help="folder for received instances and queued results")
+    s.add_argument("--ae-title", default="PNEUMOSCOPE", help="this node's AE title (default PNEUMOSCOPE)")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    s.add_argument("--port", type=int, default=11112, help="DICOM port (default 11112; 0 picks a free one)")
+    s.add_argument("--allow-aet", action="append", metavar="AE", help="accept associations only from this calling AE "
+                   "title (repeat it; default: any)")
+    s.add_argument("--send-to", action="append", metavar="DEST", help="where results go: AE@host:port (C-STORE) or a "
+                   "DICOMweb base URL (STOW-RS); repeat it for several")
+    s.add_argument("--quiet-seconds", type=float, default=5.0, help="predict a study once no instance came for this long")
+    s.add_argument("--dicom-objects", default="seg,sr,sc", metavar="KINDS", help="which results: seg, sr, sc")
+    s.add_argument("--retry-seconds", type=float, default=2.0, help="first retry of a failed delivery (doubling, at most 300 s)")
+    s.add_argument("--log-phi", action="store_true", help="put Study Instance UIDs in the log (default: digests only)")
+    s.add_argument("--backend", default="auto", choices=BACKENDS)
+    s.add_argument("--device", default="auto")
+    s.set_defaults(func=cmd_listen)
 
     s = sub.add_parser("export", help="export a run's U-Net to ONNX with a parity check")
     s.add_argument("--run", required=True)

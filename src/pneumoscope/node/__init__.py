@@ -1,0 +1,7 @@
+"""``pneumoscope listen``: a DICOM node that receives radiographs and sends results back.
+
+Storage SCP (:mod:`.scp`) -> spool folder (:mod:`.spool`, written before each C-STORE is
+acknowledged) -> a study is predicted after a quiet period (:mod:`.service`, never inside the
+C-STORE handler) -> results queued per destination -> sent with retries and back-off
+(:mod:`.destinations`). Only CR/DX radiographs are predicted (:mod:`.filters`).
+"""
