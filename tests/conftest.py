@@ -8,6 +8,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 # Every test run gets its own cache, so tests never read a user's cache.
@@ -83,4 +84,30 @@ def stage2_run(seg_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("stage2") / "run"
     shutil.copytree(seg_run, run)
     assert main(["train-cls", "--run", str(run), "--set", "stage2.n_iter=2", "--set", "stage2.cv_folds=2"]) == 0
+    return run
+
+
+@pytest.fixture(scope="session")
+def siim_sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Real SIIM-ACR radiographs as hospitals send them (see ``tests.dicom_samples.siim_dicom``):
+    variant -> DICOM file, each in a study of its own."""
+    from tests.dicom_samples import SIIM_VARIANTS, siim_dicom
+
+    folder = tmp_path_factory.mktemp("siim-dicom")
+    return {v: siim_dicom(folder / f"{v}.dcm", v, index=k) for k, v in enumerate(SIIM_VARIANTS)}
+
+
+@pytest.fixture(scope="session")
+def dicom_run(stage2_run: Path, siim_sources: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``stage2_run`` with a post-processing rule at the 70th percentile of its probabilities on a
+    real radiograph, so that the tiny model draws masks on real images (what the DICOM tests need)."""
+    from pneumoscope import load_run
+    from pneumoscope.runs import Run
+    from pneumoscope.stage1.postprocess import Rule, save_rule
+
+    run = tmp_path_factory.mktemp("dicom-run") / "run"
+    shutil.copytree(stage2_run, run)
+    prob = load_run(run, backend="torch").predict(siim_sources["siim"]).prob
+    t = float(np.quantile(prob, 0.7))
+    save_rule(Run(run), Rule(t, 0.0, t))
     return run

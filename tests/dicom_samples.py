@@ -139,3 +139,96 @@ def deflate_bomb(path: Path, rows: int, cols: int, pixel_bytes: int) -> Path:
             left -= min(left, len(chunk))
         fh.write(z.flush())
     return path
+
+
+def siim_pixels(size: int | None = None, index: int = 0) -> np.ndarray:
+    """A real SIIM-ACR radiograph (8-bit) when the samples are present, else a phantom; optionally resized."""
+    from tests.conftest import SHARED
+
+    sample = sorted((SHARED / "siim-sample" / "png_images").glob("*.png"))
+    if sample:
+        import cv2
+
+        img = cv2.imread(str(sample[index % len(sample)]), cv2.IMREAD_GRAYSCALE)
+    else:
+        from pneumoscope.data.synth import render
+
+        img = render(256, True, np.random.default_rng(index)).image
+    if size is not None:
+        import cv2
+
+        img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+    return img
+
+
+def siim_dicom(path: Path, variant: str = "siim", study_uid: str | None = None, index: int = 0, **extra) -> Path:
+    """A chest radiograph as a hospital would send it, from a real SIIM-ACR image. ``variant``:
+
+    - ``siim``: the header SIIM-ACR's own DICOMs have (Secondary Capture, Modality CR, Patient's
+      Age ``38``, one-part patient name, Pixel Spacing 0.168 mm) and their encoding, JPEG Baseline;
+    - ``mono1``: DX, 12-bit MONOCHROME1 (stored values inverted), a window, Imager Pixel Spacing only;
+    - ``j2k``: CR, 12-bit JPEG 2000 lossless, no pixel spacing at all;
+    - ``jpegls_odd``: DX, an odd size (301 x 237) in JPEG-LS lossless, Pixel Spacing.
+    """
+    import imagecodecs
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import UID, generate_uid
+
+    img8 = siim_pixels(None if variant == "siim" else 256, index)
+    if variant == "jpegls_odd":
+        import cv2
+
+        img8 = cv2.resize(img8, (237, 301), interpolation=cv2.INTER_AREA)
+    sc, dx, cr = "1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.5.1.4.1.1.1.1", "1.2.840.10008.5.1.4.1.1.1"
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.SOPClassUID = {"siim": sc, "mono1": dx, "j2k": cr, "jpegls_odd": dx}[variant]
+    ds.SOPInstanceUID = generate_uid()
+    ds.StudyDate, ds.StudyTime, ds.AccessionNumber, ds.ReferringPhysicianName = "19010101", "000000.00", "", ""
+    ds.Modality = "CR" if variant in ("siim", "j2k") else "DX"
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = f"case{index}", f"p{index}", "", "M"
+    ds.PatientAge = "38" if variant == "siim" else "045Y"
+    ds.BodyPartExamined, ds.ViewPosition = "CHEST", "PA"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid or generate_uid(), generate_uid()
+    ds.StudyID, ds.SeriesNumber, ds.InstanceNumber, ds.PatientOrientation = "", 1, 1, ""
+    if variant == "siim":
+        ds.ConversionType = "WSD"
+    ds.SamplesPerPixel, ds.Rows, ds.Columns = 1, *img8.shape
+    if variant == "siim":
+        ds.PhotometricInterpretation, ds.BitsAllocated, ds.BitsStored, ds.HighBit = "MONOCHROME2", 8, 8, 7
+        ds.PixelSpacing = [0.168, 0.168]
+        pixels, syntax, frame = img8, "1.2.840.10008.1.2.4.50", imagecodecs.jpeg8_encode(img8, level=95)
+        ds.LossyImageCompression = "01"
+    else:
+        px12 = img8.astype(np.uint16) * 16
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
+        if variant == "mono1":
+            px12 = 4095 - px12
+            ds.PhotometricInterpretation, ds.WindowCenter, ds.WindowWidth = "MONOCHROME1", 2048, 4096
+            ds.ImagerPixelSpacing = [0.139, 0.139]
+            syntax, frame = "1.2.840.10008.1.2.1", None
+        else:
+            ds.PhotometricInterpretation = "MONOCHROME2"
+            if variant == "jpegls_odd":
+                ds.PixelSpacing = [0.2, 0.2]
+                syntax, frame = "1.2.840.10008.1.2.4.80", imagecodecs.jpegls_encode(px12, level=0)
+            else:
+                syntax, frame = "1.2.840.10008.1.2.4.90", imagecodecs.jpeg2k_encode(px12, level=0, codecformat="j2k", reversible=True)
+        pixels = px12
+    ds.PixelRepresentation = 0
+    for key, value in extra.items():
+        setattr(ds, key, value)
+    ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = UID(syntax)
+    if frame is None:
+        ds.PixelData = np.ascontiguousarray(pixels.astype("<u2")).tobytes()
+    else:
+        ds.PixelData = encapsulate([bytes(frame)])
+        ds["PixelData"].VR = "OB"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+SIIM_VARIANTS = ("siim", "mono1", "j2k", "jpegls_odd")
