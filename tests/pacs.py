@@ -29,10 +29,11 @@ def need(tool: str) -> str:
 class Orthanc:
     """One Orthanc server in ``root``: DICOM port, HTTP port (REST and DICOMweb), modality ``ai``."""
 
-    def __init__(self, root: Path, node_port: int, node_ae: str = "PTXAI", aet: str = "ORTHANC") -> None:
+    def __init__(self, root: Path, node_port: int, node_ae: str = "PTXAI", aet: str = "ORTHANC",
+                 dicom_port: int | None = None) -> None:
         need("Orthanc")
         self.root, self.aet = root, aet
-        self.http_port, self.dicom_port = free_port(), free_port()
+        self.http_port, self.dicom_port = free_port(), dicom_port or free_port()
         self.url = f"http://127.0.0.1:{self.http_port}"
         root.mkdir(parents=True, exist_ok=True)
         config = {

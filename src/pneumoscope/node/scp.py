@@ -11,13 +11,15 @@ from .filters import why_not
 
 log = logging.getLogger("pneumoscope.listen")
 
-# What pneumoscope's readers decode (pydicom + pylibjpeg): uncompressed, deflated, RLE, JPEG
-# baseline/extended/lossless, JPEG-LS, JPEG 2000 and HTJ2K.
+# What pneumoscope's readers decode (pydicom + pylibjpeg). pynetdicom accepts, for each proposed
+# context, the first syntax of this list that the sender proposed: compressed ones come first, so a
+# sender that holds a compressed file never has to transcode it (dcmtk's storescu cannot, and a
+# lossy file decompressed would only grow); an uncompressed proposal still gets explicit VR LE.
 TRANSFER_SYNTAXES = [
-    "1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99",
-    "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57",
-    "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.90",
-    "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203",
+    "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70",
+    "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91",
+    "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203", "1.2.840.10008.1.2.5",
+    "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.2",
 ]
 SUCCESS, OUT_OF_RESOURCES, CANNOT_UNDERSTAND = 0x0000, 0xA700, 0xC000
 
