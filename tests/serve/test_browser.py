@@ -111,3 +111,22 @@ def test_a_server_with_a_token_asks_for_it_once(token_server, page, tiny_synth, 
     page.set_input_files("#file", str(upload))  # asked once: the second upload goes straight through
     page.wait_for_function("document.getElementById('mask').naturalWidth > 0", timeout=60000)
     assert not page.is_visible("#auth")
+
+
+def test_a_dicom_upload_offers_its_dicom_results_for_download(token_server, page, siim_sources, tmp_path):
+    """The download goes through the token-carrying fetch, so it works on a server with a token."""
+    import pydicom
+
+    page.goto(token_server)
+    page.evaluate(f"sessionStorage.setItem('pneumoscope-token', '{TOKEN}')")
+    page.reload()
+    page.set_input_files("#file", str(siim_sources["siim"]))
+    page.wait_for_selector("#dicomcard button.dicom", state="visible", timeout=60000)
+    kinds = page.eval_on_selector_all("#dicomcard button.dicom", "bs => bs.map(b => b.dataset.kind)")
+    assert "sr" in kinds and "sc" in kinds
+    with page.expect_download() as info:
+        page.click("#dicomcard button[data-kind=sr]")
+    path = tmp_path / "sr.dcm"
+    info.value.save_as(path)
+    assert info.value.suggested_filename == "siim.sr.dcm"
+    assert pydicom.dcmread(path).StudyInstanceUID == pydicom.dcmread(siim_sources["siim"]).StudyInstanceUID

@@ -134,7 +134,9 @@ def create_app(run: str | Path, max_upload_mb: float = 50.0, keep_uploads: str |
         t2 = time.perf_counter()
         prob, mask = res.prob, res.mask
         key = secrets.token_urlsafe(32)
-        store.put(key, Entry(as_uint8(shrink(img, MAX_SIDE)), shrink(mask.astype(np.uint8), MAX_SIDE, cv2.INTER_NEAREST) > 0))
+        dicom, dicom_note = _dicom_results(data, kind, img, res, filename)
+        store.put(key, Entry(as_uint8(shrink(img, MAX_SIDE)), shrink(mask.astype(np.uint8), MAX_SIDE, cv2.INTER_NEAREST) > 0,
+                             dicom=dicom))
         if keep is not None:
             keep.mkdir(parents=True, exist_ok=True)
             atomic_write(keep / f"{key}.{ {'dicom': 'dcm', 'png': 'png', 'jpeg': 'jpg'}[kind]}", data)
@@ -153,7 +155,31 @@ def create_app(run: str | Path, max_upload_mb: float = 50.0, keep_uploads: str |
                           "total": round((time.perf_counter() - t0) * 1000, 1)},
             "overlay_url": f"/predict/{key}/overlay.png", "mask_url": f"/predict/{key}/mask.png",
             "image_url": f"/predict/{key}/image.png", "gradcam_url": f"/predict/{key}/gradcam.png",
+            "dicom": {k: f"/predict/{key}/dicom/{k}.dcm" for k in dicom} or None, "dicom_note": dicom_note,
         }
+
+    def _dicom_results(data: bytes, kind: str, img: np.ndarray, res, filename: str) -> tuple[dict[str, bytes], str | None]:
+        """The SEG, SR and overlay of a DICOM upload as Part 10 bytes, or why there are none."""
+        if kind != "dicom":
+            return {}, "DICOM results (SEG, SR, overlay) are made for DICOM uploads only"
+        import io
+
+        import pydicom
+
+        from ..results import dicom_results
+        from ..results.source import Source
+
+        try:
+            ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=True)
+            made = dicom_results(res, Source.of(ds, img, filename), pred.algorithm)
+        except PneumoscopeError as exc:
+            return {}, str(exc)
+        out = {}
+        for k, item in made.items():
+            buf = io.BytesIO()
+            item.save_as(buf, enforce_file_format=True)
+            out[k] = buf.getvalue()
+        return out, None if "seg" in out else "no SEG: the mask is empty (the SR says so)"
 
     @app.post("/predict", summary="Segment and classify one DICOM, PNG or JPEG radiograph")
     async def predict(file: UploadFile, request: Request) -> JSONResponse:
@@ -209,6 +235,14 @@ def create_app(run: str | Path, max_upload_mb: float = 50.0, keep_uploads: str |
             colour = cv2.applyColorMap(np.clip(heat * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)
             return np.dstack([colour, np.clip(heat * 255, 0, 255).astype(np.uint8)])
         return picture(key, "gradcam", render)
+
+    @app.get("/predict/{key}/dicom/{kind}.dcm", summary="A DICOM result of a DICOM upload: seg, sr or sc (burned-in overlay)")
+    def dicom_file(key: str, kind: str) -> Response:
+        e = entry(key)
+        if kind not in e.dicom:
+            raise HTTPException(404, f"no {kind} result for this prediction (kinds: {', '.join(e.dicom) or 'none'})")
+        return Response(e.dicom[kind], media_type="application/dicom",
+                        headers={"Content-Disposition": f'attachment; filename="{key[:12]}.{kind}.dcm"'})
 
     @app.get("/health", summary="Model loaded, backend, version")
     def health() -> dict:
