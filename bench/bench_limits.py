@@ -27,6 +27,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.common import cpu_flags, peak_mb  # noqa: E402
 from tests.dicom_samples import deflate_bomb  # noqa: E402
 from tests.helpers import free_port  # noqa: E402
 from tests.test_reliability import header_only_png  # noqa: E402
@@ -34,16 +35,8 @@ from tests.test_reliability import header_only_png  # noqa: E402
 BOUNDARY = "bench-boundary"
 
 
-def cpu_flags() -> str:
-    flags = set(open("/proc/cpuinfo").read().split())
-    return " ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile", "avx512_vnni", "avx_vnni") if f in flags)
 
 
-def peak_mb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) // 1024
-    return -1
 
 
 def post(port: int, data: bytes, name: str) -> int:

@@ -33,6 +33,8 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.common import cpu_flags  # noqa: E402
+
 RESULTS = ROOT / "bench" / "results" / "real.jsonl"
 N_TEST_POS, N_TEST_NEG = 8, 15
 COMMON = ["model.encoder=resnet34", "data.size=256", "train.epochs=20", "train.progress=false",
@@ -51,9 +53,6 @@ RECIPES: dict[str, tuple[str | None, list[str]]] = {
 }
 
 
-def cpu_flags() -> str:
-    flags = set(open("/proc/cpuinfo").read().split())
-    return " ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile", "avx512_vnni") if f in flags)
 
 
 def _empty_mask(folder: Path, like: Path) -> Path:

@@ -15,13 +15,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from bench.common import cpu_flags  # noqa: E402
+
 RESULTS = ROOT / "bench" / "results" / "train.jsonl"
 # 640 phantoms of a seed no test uses: 400 train / 120 val / 120 test, as the issue measured.
 DATA = ["data.synth_n=640", "data.synth_seed=101", "data.val_fraction=0.1875", "data.test_fraction=0.1875",
@@ -59,12 +61,6 @@ VARIANTS: dict[str, list[str]] = {
 }
 
 
-def cpu_flags() -> str:
-    try:
-        flags = set(open("/proc/cpuinfo").read().split())
-    except OSError:
-        return platform.machine()
-    return " ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile", "avx512_vnni", "avx_vnni") if f in flags)
 
 
 def one(variant: str, sets: list[str], seed: int, epochs: int, work: Path, keep: bool = False) -> dict:

@@ -19,7 +19,7 @@ import pytest
 from pneumoscope.cli import main
 from tests.dicom_samples import PYDICOM_FILES, siim_dicom
 from tests.helpers import free_port
-from tests.pacs import Orthanc, need
+from tests.pacs import DICOMWEB_PLUGIN, Orthanc, need
 
 pytestmark = pytest.mark.slow
 NODE_AE = "PTXAI"
@@ -142,6 +142,8 @@ def test_orthanc_routes_real_radiographs_and_gets_results_in_their_study(node_en
 
 
 def test_stow_rs_destination(node_env, siim_sources):
+    if not DICOMWEB_PLUGIN.exists():
+        pytest.skip("Orthanc's DICOMweb plugin is not installed (apt-get install orthanc-dicomweb)")
     orthanc = start_orthanc(node_env)
     node = start_node(node_env, f"{orthanc.url}/dicom-web")
     assert storescu(node_env["port"], siim_sources["jpegls_odd"]).returncode == 0
