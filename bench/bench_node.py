@@ -56,6 +56,7 @@ def main() -> None:
     ap.add_argument("--run", required=True, help="a trained run (stage 2 included for P(pneumothorax))")
     ap.add_argument("--studies", type=int, default=100)
     ap.add_argument("--quiet", type=float, default=1.0, help="the node's --quiet-seconds")
+    ap.add_argument("--interval", type=float, default=0.0, help="seconds between pushes (0: a burst, as fast as storescu goes)")
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--results", default=str(RESULTS))
     args = ap.parse_args()
@@ -81,6 +82,8 @@ def main() -> None:
         pushed: dict[str, float] = {}
         t0 = time.time()
         for f, study in zip(files, studies):  # one storescu per study, as a modality sends them
+            if args.interval and pushed:
+                time.sleep(max(0.0, t0 + args.interval * len(pushed) - time.time()))
             pushed[study] = time.time()
             subprocess.run(["storescu", "-xy", "-aet", "ORTHANC", "-aec", "PTXAI", "127.0.0.1", str(node_port), str(f)],
                            check=True, capture_output=True)
@@ -101,9 +104,11 @@ def main() -> None:
     row = {"studies": len(studies), "with_results": len(done), "results": sum(len(seen[s]) for s in done),
            "push_s": round(push_seconds, 1), "studies_per_min": round(60 * len(done) / total, 1),
            "latency_median_s": round(float(np.median(latency)), 2), "latency_p95_s": round(float(np.percentile(latency, 95)), 2),
-           "node_peak_rss_mb": rss, "quiet_s": args.quiet, "run": args.run, "backend": args.backend,
+           "node_peak_rss_mb": rss, "quiet_s": args.quiet, "interval_s": args.interval, "run": args.run, "backend": args.backend,
            "cpu": cpu_flags(), "cores": os.cpu_count()}
-    print(f"CPU flags: {row['cpu']}; cores: {row['cores']}; run: {args.run}; node --quiet-seconds {args.quiet}")
+    pace = f"one study every {args.interval:g} s" if args.interval else "a burst"
+    print(f"CPU flags: {row['cpu']}; cores: {row['cores']}; run: {args.run}; node --quiet-seconds {args.quiet}; "
+          f"{len(studies)} studies pushed as {pace} in {push_seconds:.1f} s")
     print(f"{'studies':>8} {'results':>8} {'studies/min':>12} {'latency median':>15} {'latency p95':>12} {'node peak RSS':>14}")
     print(f"{len(done):>5}/{len(studies):<2} {row['results']:>8} {row['studies_per_min']:>12} "
           f"{row['latency_median_s']:>13} s {row['latency_p95_s']:>10} s {rss:>11} MB")
