@@ -45,7 +45,7 @@ class Destination:
     def send(self, files: list[Path], calling_ae: str, timeout: float = 30.0) -> None:
         """Send every file; raise OSError (one line) when the destination is down or refuses one."""
         if self.kind == "dicomweb":
-            _stow(self.url, files, timeout)
+            _stow(self.url, files)
         else:
             _c_store(self, files, calling_ae, timeout)
 
@@ -74,7 +74,7 @@ def _c_store(dest: Destination, files: list[Path], calling_ae: str, timeout: flo
         assoc.release()
 
 
-def _stow(url: str, files: list[Path], timeout: float) -> None:
+def _stow(url: str, files: list[Path]) -> None:
     import pydicom
     import requests
     from dicomweb_client.api import DICOMwebClient
