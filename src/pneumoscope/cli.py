@@ -113,11 +113,14 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
     opts = PredictOptions(backend=args.backend, precision=args.precision, compile=args.compile, tta=args.tta,
                           postprocess=not args.no_postprocess, batch_size=args.batch_size, workers=args.workers,
+                          threads=args.threads,
                           overlay_size=args.overlay_size,
                           gradcam=args.gradcam, submission=args.submission, skip_bad=args.skip_bad, device=args.device,
                           resume=not args.no_resume, dicom_out=args.dicom_out,
                           dicom_objects=_dicom_objects(args.dicom_objects))
     r = predict_files(args.run, args.inputs, args.out, opts, say=lambda line: print(line, flush=True))
+    if not r.get("main", True):  # another process of a torchrun job: rank 0 speaks for the job
+        return
     for note in r["notes"]:
         print(note)
     share = f", {r['model_seconds'] / r['seconds']:.0%} of it in the model" if r["seconds"] > 0 and r["predicted"] else ""
@@ -331,6 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--submission", help="write a SIIM submission CSV (ImageId,EncodedPixels)")
     s.add_argument("--batch-size", type=int, default=8)
     s.add_argument("--workers", type=int, help="decoding threads (default: one per two cores)")
+    s.add_argument("--threads", type=int, help="threads of the network (default: PyTorch's and ONNX Runtime's own; "
+                   "under torchrun: the cores shared among the processes on the machine)")
     s.add_argument("--overlay-size", type=int, default=512, metavar="PX",
                    help="long side of the overlay pictures (default 512; 0: no overlays; masks are always full size)")
     s.add_argument("--device", default="auto")

@@ -63,7 +63,8 @@ def _read_csv(path: Path) -> str:
 
 
 class PredictionFolder:
-    """The output folder of ``predict``: what is done, picture names, rows, skipped files."""
+    """The output folder of ``predict``: what is done, picture names, rows, skipped files (and, under
+    ``torchrun``, each process's part of them: :mod:`.ranks`)."""
 
     def __init__(self, root: str | Path, gradcam: bool = False, overlays: bool = True) -> None:
         self.root = Path(root)
@@ -94,6 +95,36 @@ class PredictionFolder:
         if len(good) != len(body) or complete != text:
             atomic_write(self.csv, csv_text(header, good))
         return good
+
+    @property
+    def parts(self) -> Path:
+        """Where the processes of a ``torchrun`` job keep their rows until the last step merges them."""
+        return self.root / "parts"
+
+    def part(self, rank: int) -> PredictionFolder:
+        """This folder as process ``rank`` of a job writes it: pictures in the shared sub-folders (names
+        fixed by :func:`plan` on every process alike), rows and skipped files in ``parts/``."""
+        import copy
+
+        view = copy.copy(self)
+        view.csv = self.parts / f"rank-{rank:05d}.csv"
+        view.skipped_csv = self.parts / f"rank-{rank:05d}.skipped.csv"
+        return view
+
+    def part_views(self) -> list[PredictionFolder]:
+        """A view per part found on disk (of this job or of an earlier one that was killed)."""
+        ranks = sorted({int(p.name[5:10]) for p in self.parts.glob("rank-*.csv") if p.name[5:10].isdigit()})
+        return [self.part(r) for r in ranks]
+
+    def all_rows(self) -> list[dict]:
+        """The rows of ``predictions.csv`` and of every part, each file once (the first seen)."""
+        out, seen = [], set()
+        for view in [self, *self.part_views()]:
+            for r in view.rows():
+                if r["file"] not in seen:
+                    seen.add(r["file"])
+                    out.append(r)
+        return out
 
     def name_for(self, path: str) -> str:
         """A picture name unique in this folder, the same on every rerun (file stem, then stem_1 ...)."""
@@ -221,7 +252,15 @@ def predict_files(run: str | Path, inputs: list[str | Path], out: str | Path, op
     if opts.dicom_out:
         _check_dicom_inputs(files, Path(opts.dicom_out))
     folder = PredictionFolder(out, opts.gradcam, opts.overlay_size > 0)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # launched by torchrun: this process takes its share
+        from .ranks import predict_ranks
+
+        return predict_ranks(folder, run, files, sub_path, opts, say)
     with locks.hold(folder.root, "predict"):
+        if folder.parts.is_dir():  # a torchrun job was killed before it merged: its rows count as done
+            from .ranks import merge
+
+            merge(folder, files, set())
         return _predict_into(folder, run, files, sub_path, opts, say)
 
 
@@ -248,14 +287,47 @@ def _predict_into(folder: PredictionFolder, run: str | Path, files: list[Path], 
         folder.csv.unlink(missing_ok=True)
         folder.skipped_csv.unlink(missing_ok=True)
     earlier = folder.rows()
-    for r in earlier:  # replay the names the earlier rows were given
-        folder.name_for(r["file"])
-    done = {r["file"] for r in earlier}
-    todo = [f for f in files if str(f) not in done]
+    todo = plan(folder, earlier, files)
     pred = Predictor(run, opts, say) if todo else None
+    fields = check_fields(folder, earlier, pred)
+    n_done, skipped, seconds = predict_loop(folder, pred, todo, fields, opts)
+    n_skipped = folder.write_skipped({str(f) for f in todo}, skipped)
+    if sub_path is not None:
+        folder.write_submission(sub_path, folder.rows())
+    return summary(n_done, len(skipped), n_skipped, len(files) - len(todo), seconds, pred)
+
+
+def plan(folder: PredictionFolder, earlier: list[dict], files: list[Path]) -> list[Path]:
+    """The files still to predict; every picture name fixed first (the earlier rows' replayed, then
+    each input's in order), so that names never depend on which process predicts which file."""
+    for r in earlier:
+        folder.name_for(r["file"])
+    for f in files:
+        folder.name_for(str(f))
+    done = {r["file"] for r in earlier}
+    return [f for f in files if str(f) not in done]
+
+
+def check_fields(folder: PredictionFolder, earlier: list[dict], pred: Predictor | None) -> list[str]:
+    """The columns of predictions.csv: the earlier rows' when nothing is left to predict, else the run's
+    (with stage 2's when it has a classifier); a folder written with other columns is refused."""
     fields = list(earlier[0]) if pred is None else CSV_FIELDS + (STAGE2_FIELDS if pred.stage2 is not None else [])
     if earlier and list(earlier[0]) != fields:
         raise PneumoscopeError(f"{folder.csv}: written with other columns (another run?); use another --out or --no-resume")
+    return fields
+
+
+def summary(n_done: int, n_skipped: int, skipped_total: int, already: int, seconds: float, pred: Predictor | None) -> dict:
+    """What predict_files returns: counts, throughput and the backend's notes."""
+    return {"predicted": n_done, "skipped": n_skipped, "skipped_total": skipped_total, "already_done": already,
+            "seconds": seconds, "images_per_second": n_done / seconds if seconds > 0 and n_done else 0.0,
+            "model_seconds": pred.model_seconds if pred is not None else 0.0,
+            "notes": pred.notes if pred is not None else []}
+
+
+def predict_loop(folder: PredictionFolder, pred: Predictor | None, todo: list[Path], fields: list[str],
+                 opts: PredictOptions) -> tuple[int, list[dict], float]:
+    """Predict ``todo`` into ``folder`` (its rows into ``folder.csv``); returns (predicted, skipped, seconds)."""
     bar = tqdm(total=len(todo), desc="predict", unit="img", disable=None)
     t0, n_done, skipped = time.perf_counter(), 0, []
     workers = opts.workers or max(1, (os.cpu_count() or 2) // 2)
@@ -298,11 +370,4 @@ def _predict_into(folder: PredictionFolder, run: str | Path, files: list[Path], 
         if pending is not None:
             pending.result()
     bar.close()
-    seconds = time.perf_counter() - t0
-    n_skipped = folder.write_skipped({str(f) for f in todo}, skipped)
-    if sub_path is not None:
-        folder.write_submission(sub_path, folder.rows())
-    return {"predicted": n_done, "skipped": len(skipped), "skipped_total": n_skipped, "already_done": len(files) - len(todo),
-            "seconds": seconds, "images_per_second": n_done / seconds if seconds > 0 and n_done else 0.0,
-            "model_seconds": pred.model_seconds if pred is not None else 0.0,
-            "notes": pred.notes if pred is not None else []}
+    return n_done, skipped, time.perf_counter() - t0

@@ -23,6 +23,7 @@ class PredictOptions:
     postprocess: bool = True  # apply the run's searched post-processing rule when it has one
     batch_size: int = 8
     workers: int | None = None  # decoding threads (None: one per two cores, so the model keeps its cores)
+    threads: int | None = None  # threads of the network (PyTorch and ONNX Runtime); None: their defaults
     overlay_size: int = 512  # long side of the overlay pictures (0: none); masks are always at full size
     gradcam: bool = False
     submission: str | None = None  # SIIM submission CSV path
@@ -43,6 +44,8 @@ class PredictOptions:
                 raise PneumoscopeError(f"{flag} {value!r}: unknown; choose one of {', '.join(choices)}")
         if self.batch_size < 1:
             raise PneumoscopeError(f"--batch-size {self.batch_size}: must be at least 1")
+        if self.threads is not None and self.threads < 1:
+            raise PneumoscopeError(f"--threads {self.threads}: must be at least 1")
         if self.workers is not None and self.workers < 1:
             raise PneumoscopeError(f"--workers {self.workers}: must be at least 1")
         if not self.max_megapixels > 0:

@@ -96,6 +96,8 @@ class Predictor:
             warn(f"{self.run.root}: being written by {busy}; its weights may still change, and nothing is "
                  "written into it (no export, no remembered backend)")
         self.device = resolve_device(opts.device)
+        if opts.threads:
+            torch.set_num_threads(opts.threads)
         self.config = cfg = config_mod.from_dict(self.run.weights_config())  # the U-Net is built when first needed
         self.size, self.threshold, self.encoder = cfg.data.size, cfg.train.threshold, cfg.model.encoder
         rule = load_rule(self.run) if opts.postprocess else None
@@ -159,7 +161,8 @@ class Predictor:
                     self.notes.append(f"onnx unavailable ({exc})")
         thresholds = tuple(sorted({self.threshold, self.rule.top, self.rule.bottom}))
         self.backend, notes = select.choose(lambda: self.model, self.device, x, self.opts.backend, self.opts.precision,
-                                            self.opts.compile, onnx_path, None if self.read_only else self.run, thresholds, self.say)
+                                            self.opts.compile, onnx_path, None if self.read_only else self.run, thresholds, self.say,
+                                            self.opts.threads)
         self.notes += notes
 
     def predict_batch(self, images: list[np.ndarray], metas: list[dict] | None = None) -> list[Prediction]:

@@ -86,7 +86,7 @@ def verify(candidate, reduced: bool, ref_prob: np.ndarray, x: np.ndarray,
 
 
 def candidates(model: nn.Module, device: torch.device, backend: str, precision: str, compile: bool,
-               onnx_path: Path | None) -> list[tuple[object, bool]]:
+               onnx_path: Path | None, threads: int | None = None) -> list[tuple[object, bool]]:
     """(backend, is_reduced_precision) pairs for the request, preferred first."""
     out: list[tuple[object, bool]] = []
     if backend in ("auto", "torch"):
@@ -96,7 +96,7 @@ def candidates(model: nn.Module, device: torch.device, backend: str, precision: 
         if precision in ("auto", "fp32"):
             out.append((TorchBackend(model, device, "fp32", True, compile), False))
     if backend in ("auto", "onnx") and onnx_path is not None:
-        out.append((OnnxBackend(onnx_path), False))
+        out.append((OnnxBackend(onnx_path, threads), False))
     if not out:
         raise PneumoscopeError(f"no {backend} backend with precision {precision} on {device.type}")
     return out
@@ -104,7 +104,7 @@ def candidates(model: nn.Module, device: torch.device, backend: str, precision: 
 
 def choose(model: nn.Module | Callable[[], nn.Module], device: torch.device, x: np.ndarray, backend: str = "auto",
            precision: str = "auto", compile: bool = False, onnx_path: Path | None = None, memo: Run | None = None,
-           thresholds: tuple[float, ...] = (0.5,), say=lambda line: None) -> tuple[object, list[str]]:
+           thresholds: tuple[float, ...] = (0.5,), say=lambda line: None, threads: int | None = None) -> tuple[object, list[str]]:
     """The backend to use and lines saying what was measured or why something fell back.
 
     Every candidate is checked against eager float32 PyTorch on (at most two images of) the probe
@@ -121,14 +121,14 @@ def choose(model: nn.Module | Callable[[], nn.Module], device: torch.device, x: 
     if key in known:
         stored = memo.read_backend_probe()
         chosen, how = _reverify(known[key]["backend"], stored, get_model, device, x, backend, precision, compile,
-                                onnx_path, thresholds)
+                                onnx_path, thresholds, threads)
         if chosen is not None:
             return chosen, [f"backend {chosen.name} (remembered for this machine; {how})"]
         notes.append(how)
     probe = x[:2]
     ref = TorchBackend(get_model(), device, "fp32", False)
     ref_prob, _ = ref(probe)
-    cands = candidates(get_model(), device, backend, precision, compile, onnx_path)
+    cands = candidates(get_model(), device, backend, precision, compile, onnx_path, threads)
     say(f"choosing a backend: checking {len(cands) + 1} candidates against float32 on {len(probe)} image(s)")
     timings = {}
     passing = []
@@ -161,7 +161,7 @@ def choose(model: nn.Module | Callable[[], nn.Module], device: torch.device, x: 
 
 def _reverify(name: str, stored: tuple | None, get_model: Callable[[], nn.Module], device: torch.device, x: np.ndarray,
               backend: str, precision: str, compile: bool, onnx_path: Path | None,
-              thresholds: tuple[float, ...]) -> tuple[object | None, str]:
+              thresholds: tuple[float, ...], threads: int | None = None) -> tuple[object | None, str]:
     """The remembered backend when it still reproduces float32 (on the stored probe, else on this
     batch's), or (None, why not)."""
     if name == "torch-fp32":  # eager float32 is the reference itself
@@ -172,7 +172,7 @@ def _reverify(name: str, stored: tuple | None, get_model: Callable[[], nn.Module
         probe = x[:2]
         ref_prob, _ = TorchBackend(get_model(), device, "fp32", False)(probe)
     if name.startswith("onnx") and onnx_path is not None and backend in ("auto", "onnx"):
-        cands = [(OnnxBackend(onnx_path), False)]
+        cands = [(OnnxBackend(onnx_path, threads), False)]
     else:
         cands = [c for c in candidates(get_model(), device, backend, precision, compile, None) if c[0].name == name]
     if not cands:
