@@ -60,6 +60,7 @@ class Node:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._said: set[tuple[str, str]] = set()
+        self._done = self.spool.done_sources()  # read once: only this node adds to it, as it queues jobs
         self.server: Any = None
         self.port = opts.port
 
@@ -120,13 +121,10 @@ class Node:
     def process_ready(self) -> int:
         """Predict every quiet study; returns how many were processed."""
         studies = self.spool.quiet_studies(self.opts.quiet)
-        if not studies:
-            return 0
-        done = self.spool.done_sources()
         for folder in studies:
             if self._stop.is_set():
                 break
-            self._process(folder, done)
+            self._process(folder, self._done)
         return len(studies)
 
     def _process(self, folder: Path, done: set[str]) -> None:
@@ -161,12 +159,15 @@ class Node:
                     findings.append(res.decision or ("mask" if res.mask.any() else "no mask"))
                 except (PneumoscopeError, OSError, ValueError) as exc:
                     bad.append((f, str(exc)))
+                except Exception as exc:  # anything else one instance raises must not stall its study forever
+                    bad.append((f, f"{exc.__class__.__name__}: {' '.join(str(exc).split())[:200]}"))
             kinds = {k: sum(1 for n in made if n.endswith(f".{k}.dcm")) for k in self.opts.kinds}
             for dest in self.opts.destinations:
                 job = Job(digest(dest.key + ",".join(sorted(sources)), 24), str(dest), folder.name, sources, [], first, time.time(),
                           kinds=kinds)
                 if sources:
                     self.spool.queue(job, made)
+            done.update(sources)
             for f, reason in bad:
                 kept = self.spool.set_aside(f)
                 log.warning("study %s: could not predict an instance (%s), kept in %s", self._study_name(study_uid),
