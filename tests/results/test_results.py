@@ -193,3 +193,11 @@ def test_the_tests_above_saw_segmentations(predicted):
     """The fixture run draws masks on real radiographs: most sources get a SEG to check."""
     assert len(list((predicted / "dicom").glob("*.seg.dcm"))) >= 2
     assert len(list((predicted / "dicom").glob("*.sr.dcm"))) == len(SIIM_VARIANTS)
+
+
+def test_save_dicom_names_files_after_the_source(dicom_run, siim_sources, tmp_path):
+    result = load_run(dicom_run, backend="torch").predict(siim_sources["mono1"])
+    paths = result.save_dicom(tmp_path, kinds="sr,sc")
+    assert sorted(p.name for p in paths.values()) == ["mono1.sc.dcm", "mono1.sr.dcm"]
+    ds = pydicom.dcmread(siim_sources["mono1"])
+    assert result.save_dicom(tmp_path / "b", source=ds, kinds="sr")["sr"].name == "result.sr.dcm"

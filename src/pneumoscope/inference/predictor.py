@@ -75,8 +75,8 @@ class Prediction:
         from ..results import write_results
 
         results = self.to_dicom(source, kinds)
-        name = stem or (Path(str(source or self.source)).stem if isinstance(source or self.source, (str, Path)) else "result")
-        return write_results(results, folder, name)
+        src = source if source is not None else self.source
+        return write_results(results, folder, stem or (Path(src).stem if isinstance(src, (str, Path)) else "result"))
 
 
 class Predictor:
