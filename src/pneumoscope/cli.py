@@ -108,7 +108,7 @@ def cmd_evaluate_cls(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from .inference.batch import predict_files
+    from .inference.archive import predict_files
     from .inference.options import PredictOptions
 
     opts = PredictOptions(backend=args.backend, precision=args.precision, compile=args.compile, tta=args.tta,
@@ -132,7 +132,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def _dicom_objects(text: str) -> tuple[str, ...]:
-    from .results.build import parse_kinds
+    from .results.identity import parse_kinds
 
     return parse_kinds(text)
 
@@ -240,7 +240,7 @@ def cmd_listen(args: argparse.Namespace) -> None:
     from .inference.predictor import Predictor
     from .node.destinations import Destination
     from .node.service import Node, NodeOptions
-    from .results.build import parse_kinds
+    from .results.identity import parse_kinds
 
     opts = NodeOptions(ae_title=args.ae_title, host=args.host, port=args.port, allow=tuple(args.allow_aet or ()),
                        destinations=tuple(Destination.parse(t) for t in args.send_to or ()), quiet=args.quiet_seconds,

@@ -10,7 +10,7 @@ from PIL import Image
 
 from pneumoscope.cli import main
 from pneumoscope.data.rle import decode
-from pneumoscope.inference.batch import predict_files
+from pneumoscope.inference.archive import predict_files
 from pneumoscope.inference.predictor import PredictOptions, Predictor
 from tests.helpers import write_dicom
 

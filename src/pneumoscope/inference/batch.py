@@ -1,4 +1,5 @@
-"""Prediction over DICOM/PNG files and folders with a trained run, streamed into an output folder.
+"""Prediction of a list of DICOM/PNG files with a trained run, streamed into an output folder (the
+entry point that lists the inputs and dispatches is :mod:`.archive`).
 
 The output folder (``predict --out``), owned by :class:`PredictionFolder`:
 
@@ -36,8 +37,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from .. import locks
-from ..data.io import MIN_SIDE, encode_jpeg, encode_mask_png, encode_png, list_images, read_image
+from ..data.io import MIN_SIDE, encode_jpeg, encode_mask_png, encode_png, read_image
 from ..data.rle import encode
 from ..errors import PneumoscopeError
 from ..files import ENCODING, atomic_write, check_writable_folder, csv_text, write_csv
@@ -235,53 +235,7 @@ def stream(files: list[Path], batch_size: int, workers: int, dicom: bool = False
             pending = ahead
 
 
-def predict_files(run: str | Path, inputs: list[str | Path], out: str | Path, opts: PredictOptions = PredictOptions(),
-                  say=None) -> dict:
-    """Predict every image under ``inputs`` into ``out``; returns counts, throughput and backend notes.
-
-    ``say`` reports the slow steps of a first call (export, backend checks) as they start."""
-    opts.check()
-    sub_path = Path(opts.submission) if opts.submission else None
-    if sub_path is not None and sub_path.is_dir():
-        raise PneumoscopeError(f"--submission {sub_path}: is a folder; name the CSV file to write")
-    # one entry per file, however named; never the pictures of this or an earlier call under --out
-    own = Path(out).resolve()
-    files = [f for f in dict.fromkeys(_resolve(f) for f in list_images(list(inputs))) if not f.is_relative_to(own)]
-    if not files:
-        raise PneumoscopeError(f"no image files found in the inputs (the output folder {out} is not read)")
-    if opts.dicom_out:
-        _check_dicom_inputs(files, Path(opts.dicom_out))
-    folder = PredictionFolder(out, opts.gradcam, opts.overlay_size > 0)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # launched by torchrun: this process takes its share
-        from .ranks import predict_ranks
-
-        return predict_ranks(folder, run, files, sub_path, opts, say)
-    with locks.hold(folder.root, "predict"):
-        if folder.parts.is_dir():  # a torchrun job was killed before it merged: its rows count as done
-            from .ranks import merge
-
-            merge(folder, files, set())
-        return _predict_into(folder, run, files, sub_path, opts, say)
-
-
-def _check_dicom_inputs(files: list[Path], dicom_out: Path) -> None:
-    """DICOM results are made of DICOM sources only: a PNG among the inputs is said before anything is written."""
-    from ..data.io import is_dicom
-
-    raster = [f for f in files if f.exists() and not is_dicom(f)]
-    if raster:
-        more = f" (and {len(raster) - 1} more)" if len(raster) > 1 else ""
-        raise PneumoscopeError(f"--dicom-out: {raster[0]}{more} is not DICOM; DICOM results (SEG, SR, overlay) go into "
-                               "the source's study, so they need DICOM inputs")
-    check_writable_folder(dicom_out, "--dicom-out")
-
-
-def _resolve(path: Path) -> Path:
-    """The resolved path of an input; a broken symbolic link stays itself (it is reported as such)."""
-    return path.resolve() if path.exists() else path.absolute()
-
-
-def _predict_into(folder: PredictionFolder, run: str | Path, files: list[Path], sub_path: Path | None,
+def predict_into(folder: PredictionFolder, run: str | Path, files: list[Path], sub_path: Path | None,
                   opts: PredictOptions, say) -> dict:
     if not opts.resume:
         folder.csv.unlink(missing_ok=True)

@@ -12,6 +12,7 @@ For one DICOM radiograph and its :class:`~pneumoscope.inference.predictor.Predic
 the HTTP server and ``pneumoscope listen`` call these two.
 """
 
-from .build import KINDS, Algorithm, dicom_results, parse_kinds, result_name, write_results
+from .build import dicom_results, result_name, write_results
+from .identity import KINDS, Algorithm, parse_kinds
 
 __all__ = ["KINDS", "Algorithm", "dicom_results", "parse_kinds", "result_name", "write_results"]

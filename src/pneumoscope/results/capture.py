@@ -8,11 +8,10 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from .build import SERIES
-from .seg import equipment
+from .identity import SERIES, equipment
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .build import Algorithm
+    from .identity import Algorithm
     from .source import Source
 
 LABEL = "AI result - not for diagnosis"

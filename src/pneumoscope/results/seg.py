@@ -7,29 +7,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import codes
-from .build import SERIES
+from .identity import SERIES, algorithm_identification, equipment
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .build import Algorithm
+    from .identity import Algorithm
     from .source import Source
-
-
-def equipment(algorithm: Algorithm) -> Any:
-    """The Contributing Equipment item naming pneumoscope as the processing algorithm."""
-    import highdicom as hd
-
-    return hd.ContributingEquipment(
-        manufacturer=algorithm.manufacturer, purpose_of_reference=codes.PROCESSING,
-        manufacturer_model_name=algorithm.model[:64], software_versions=algorithm.full_version,
-        device_serial_number=algorithm.weights_id, contribution_description="Automatic pneumothorax detection")
-
-
-def algorithm_identification(algorithm: Algorithm) -> Any:
-    """Algorithm Identification Sequence: family Artificial Intelligence, name, version with weights."""
-    import highdicom as hd
-
-    return hd.AlgorithmIdentificationSequence(name=algorithm.name, version=algorithm.full_version,
-                                              family=codes.AI, source=algorithm.manufacturer)
 
 
 def segmentation(source: Source, mask: np.ndarray, algorithm: Algorithm) -> Any:

@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from . import codes
-from .build import SERIES
-from .seg import equipment
+from .identity import SERIES, equipment
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .build import Algorithm
+    from .identity import Algorithm
     from .source import Source
 
 

@@ -1,0 +1,58 @@
+"""``predict`` over files and folders, the entry point: lists the inputs (each file once, never the
+output folder's own pictures), checks what the options need, then predicts in this process
+(:func:`.batch.predict_into`) or, launched by ``torchrun``, this process's share (:mod:`.ranks`)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .. import locks
+from ..data.io import list_images
+from ..errors import PneumoscopeError
+from ..files import check_writable_folder
+from .batch import PredictionFolder, predict_into
+from .options import PredictOptions
+from .ranks import merge, predict_ranks
+
+
+def predict_files(run: str | Path, inputs: list[str | Path], out: str | Path, opts: PredictOptions = PredictOptions(),
+                  say=None) -> dict:
+    """Predict every image under ``inputs`` into ``out``; returns counts, throughput and backend notes.
+
+    ``say`` reports the slow steps of a first call (export, backend checks) as they start."""
+    opts.check()
+    sub_path = Path(opts.submission) if opts.submission else None
+    if sub_path is not None and sub_path.is_dir():
+        raise PneumoscopeError(f"--submission {sub_path}: is a folder; name the CSV file to write")
+    # one entry per file, however named; never the pictures of this or an earlier call under --out
+    own = Path(out).resolve()
+    files = [f for f in dict.fromkeys(_resolve(f) for f in list_images(list(inputs))) if not f.is_relative_to(own)]
+    if not files:
+        raise PneumoscopeError(f"no image files found in the inputs (the output folder {out} is not read)")
+    if opts.dicom_out:
+        _check_dicom_inputs(files, Path(opts.dicom_out))
+    folder = PredictionFolder(out, opts.gradcam, opts.overlay_size > 0)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # launched by torchrun: this process takes its share
+        return predict_ranks(folder, run, files, sub_path, opts, say)
+    with locks.hold(folder.root, "predict"):
+        if folder.parts.is_dir():  # a torchrun job was killed before it merged: its rows count as done
+            merge(folder, files, set())
+        return predict_into(folder, run, files, sub_path, opts, say)
+
+
+def _check_dicom_inputs(files: list[Path], dicom_out: Path) -> None:
+    """DICOM results are made of DICOM sources only: a PNG among the inputs is said before anything is written."""
+    from ..data.io import is_dicom
+
+    raster = [f for f in files if f.exists() and not is_dicom(f)]
+    if raster:
+        more = f" (and {len(raster) - 1} more)" if len(raster) > 1 else ""
+        raise PneumoscopeError(f"--dicom-out: {raster[0]}{more} is not DICOM; DICOM results (SEG, SR, overlay) go into "
+                               "the source's study, so they need DICOM inputs")
+    check_writable_folder(dicom_out, "--dicom-out")
+
+
+def _resolve(path: Path) -> Path:
+    """The resolved path of an input; a broken symbolic link stays itself (it is reported as such)."""
+    return path.resolve() if path.exists() else path.absolute()
