@@ -143,6 +143,17 @@ def cmd_export(args: argparse.Namespace) -> None:
     path, report = export_onnx(args.run, args.out)
     worst = max(c["max_abs_diff"] for c in report["checks"].values())
     print(f"exported {path}; parity with PyTorch float32: max |prob diff| {worst:.2e} (< {report['tolerance']}), masks equal")
+    if args.no_precision:
+        return
+    from .inference.options import PredictOptions
+    from .inference.precision import judge, table
+    from .inference.predictor import Predictor
+
+    pred = Predictor(args.run, PredictOptions(precision="fp32"))
+    with pred.run.writing("export (precision judgement)"):
+        record = judge(pred.run, pred.model, pred.device, pred.stage2, say=lambda line: print(line, flush=True))
+    for line in table(record):
+        print(line)
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -259,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand (choices come from the registries that define them)."""
     from .data.layouts import LAYOUTS
     from .data.split import SPLITS
-    from .inference.options import BACKENDS, PRECISIONS, TTA_MODES
+    from .inference.options import BACKENDS, PRECISION_CHOICES, TTA_MODES
 
     layouts = ["auto", *LAYOUTS]
     p = argparse.ArgumentParser(prog="pneumoscope", description="Pneumothorax segmentation and detection in chest X-rays.")
@@ -326,7 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("--backend", default="auto", choices=BACKENDS,
                    help="auto: the fastest backend that matches float32 on this machine")
-    s.add_argument("--precision", default="auto", choices=["auto", *PRECISIONS], help="torch backend precision")
+    s.add_argument("--precision", default="auto", choices=PRECISION_CHOICES,
+                   help="auto: float32, or a reduced precision (bf16, int8) the run's validation images accepted "
+                   "(judged once per run, see pneumoscope export); naming one forces it and says what validation said")
     s.add_argument("--compile", action="store_true", help="torch.compile the torch backend")
     s.add_argument("--tta", default="none", choices=TTA_MODES, help="test-time augmentation")
     s.add_argument("--no-postprocess", action="store_true", help="plain 0.5 threshold instead of the run's searched rule")
@@ -388,6 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("export", help="export a run's U-Net to ONNX with a parity check")
     s.add_argument("--run", required=True)
     s.add_argument("--format", default="onnx", choices=["onnx"])
+    s.add_argument("--no-precision", action="store_true", help="skip judging bf16/int8 on the run's validation images")
     s.add_argument("--out", help="output file (default: in the run folder)")
     s.set_defaults(func=cmd_export)
 

@@ -118,6 +118,15 @@ class Stage2Config:
 
 
 @dataclass(frozen=True)
+class InferenceConfig:
+    """How reduced precision is judged before prediction uses it (see inference/precision.py)."""
+
+    max_metric_drop: float = 0.005  # bf16/int8 kept only when dice_kaggle and dice_pos drop at most this on validation
+    max_validation_images: int = 256  # the validation images it is judged on (the first ones of the split)
+    calibration_images: int = 64  # training images that calibrate int8
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole run."""
 
@@ -126,6 +135,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     stage2: Stage2Config = field(default_factory=Stage2Config)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
     encoders: tuple[str, ...] = ("resnet34", "vgg16", "inceptionresnetv2", "xception")  # for `run`
 
 
@@ -228,6 +238,9 @@ _RULES: dict[str, tuple[Any, str]] = {
     "train.rule_objective": (lambda v: v in ("dice_kaggle", "balanced", "guarded"), "dice_kaggle, balanced or guarded"),
     "stage2.test_fraction": (lambda v: 0 < v < 1, "in (0, 1)"),
     "stage2.n_iter": (lambda v: v >= 1, ">= 1"),
+    "inference.max_metric_drop": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "inference.max_validation_images": (lambda v: v >= 1, ">= 1"),
+    "inference.calibration_images": (lambda v: v >= 1, ">= 1"),
     "stage2.cv_folds": (lambda v: v >= 2, ">= 2"),
     "stage2.target_sensitivity": (lambda v: 0 < v <= 1, "in (0, 1]"),
     "stage2.batch_size": (lambda v: v >= 1, ">= 1"),

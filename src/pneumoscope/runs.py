@@ -42,6 +42,8 @@ ONNX = "model.onnx"
 EXPORT_REPORT = "export.json"
 BACKEND_MEMO = "backend.json"
 BACKEND_PROBE = "backend-probe.npz"
+PRECISION = "precision.json"  # which reduced precisions the validation images accept (inference/precision.py)
+INT8_ONNX = "model-int8.onnx"
 STAGE2 = "stage2"
 BEST = "best.safetensors"
 LAST = "last.pt"
@@ -56,7 +58,7 @@ PER_IMAGE = "per_image.csv"
 LEGACY_BEST, LEGACY_CLASSIFIER = "best.pt", "classifier.joblib"  # pickles written by pneumoscope 0.1
 
 # What was derived from a run's weights: removed when new weights replace them.
-DERIVED = (ONNX, EXPORT_REPORT, BACKEND_MEMO, BACKEND_PROBE, POSTPROCESS, STAGE2, MODEL_CARD)
+DERIVED = (ONNX, EXPORT_REPORT, BACKEND_MEMO, BACKEND_PROBE, POSTPROCESS, STAGE2, MODEL_CARD, PRECISION, INT8_ONNX)
 SPLIT_NAMES = ("train", "val", "test")
 
 # Derived files that change answers: what to say when they belong to other weights, and what to
@@ -68,6 +70,7 @@ REMEDY = {POSTPROCESS: "delete it to use the plain threshold, or rerun train-seg
           S2_SUMMARY: "rerun train-cls", S2_CLASSIFIER: "rerun train-cls", S2_FEATURE_NAMES: "rerun train-cls",
           EXPORT_REPORT: "delete it (the export is made again when needed)",
           BACKEND_MEMO: "delete it (the backend is chosen again when needed)",
+          PRECISION: "delete it (reduced precision is judged again when needed, or by pneumoscope export)",
           BEST: "train again into this folder", SPLIT: "train again into this folder"}
 
 
@@ -446,6 +449,30 @@ class Run:
     def write_export_report(self, report: dict) -> None:
         """What the export's parity check measured."""
         self._write_derived(self._p(EXPORT_REPORT), report)
+
+    def read_precision(self) -> dict | None:
+        """What the validation images said of each reduced precision (None: not judged for these weights)."""
+        return self._read_derived(self._p(PRECISION), schema.PRECISION)
+
+    def write_precision(self, record: dict) -> None:
+        """Save the precision record (tied to the weights, like every derived file)."""
+        self._write_derived(self._p(PRECISION), record)
+
+    @property
+    def int8_path(self) -> Path:
+        """Where the int8 ONNX model calibrated on the run's training images goes."""
+        return self._p(INT8_ONNX)
+
+    def current_int8(self) -> Path | None:
+        """The int8 model the precision record judged (its sha256 checked), or None."""
+        record = self.read_precision()
+        digest = (record or {}).get("int8_sha256")
+        if not isinstance(digest, str) or not self.int8_path.is_file():
+            return None
+        if file_sha256(self.int8_path) != digest:
+            raise schema.fail(self.int8_path, None, f"does not match the sha256 its {PRECISION} records (damaged or replaced)",
+                              REMEDY[PRECISION] + f"; delete {INT8_ONNX} too")
+        return self.int8_path
 
     def read_backend_memo(self) -> dict:
         """Backend choices remembered per machine (for the current weights)."""

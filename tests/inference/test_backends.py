@@ -52,15 +52,38 @@ def test_hflip_tta_averages_the_mirrored_prediction():
     assert cls.shape == (2,)
 
 
-def test_choose_falls_back_when_reduced_precision_disagrees(model, monkeypatch, tmp_path):
+def test_a_forced_precision_without_a_record_falls_back_when_it_disagrees(model, monkeypatch, tmp_path):
     x = sample_inputs(64, 2)
-    # On every CPU: offer the bf16 path (emulated where the CPU lacks it) and make its parity check
-    # impossible, so the fallback to float32 is what gets exercised.
+    # On every CPU: bf16 forced (emulated where the CPU lacks it), no precision record, and its probe
+    # check made impossible, so the fallback to float32 is what gets exercised.
     monkeypatch.setattr(backend_select, "bf16_supported", lambda device: True)
     monkeypatch.setattr(backend_select, "DICE_MIN", 1.01)
-    chosen, notes = backend_select.choose(model, torch.device("cpu"), x, "torch", "auto", memo=_memo(tmp_path, model))
-    assert chosen.precision == "fp32" and chosen.name in ("torch-fp32-cl", "torch-fp32")
+    chosen, notes = backend_select.choose(model, torch.device("cpu"), x, "torch", "bf16", memo=_memo(tmp_path, model))
+    assert chosen.precision == "fp32" and chosen.name == "torch-fp32"
     assert any("torch-bf16-cl does not match float32" in n and "not used" in n for n in notes)
+
+
+def _record(accepted: bool) -> dict:
+    return {"available": True, "max_drop": 0.005, "validation_images": 4,
+            "precisions": {"bf16": {"accepted": accepted, "drop": {"dice_kaggle": 0.0}, "decision_flips": 0, "reason": "x"}}}
+
+
+@pytest.mark.parametrize("accepted", [True, False])
+def test_auto_offers_only_what_the_validation_images_accepted(model, monkeypatch, tmp_path, accepted):
+    monkeypatch.setattr(backend_select, "bf16_supported", lambda device: True)
+    monkeypatch.setattr(backend_select, "DICE_MIN", 1.01)  # the probe rule no longer decides an accepted precision
+    names = [c.name for c, _ in backend_select.candidates(model, torch.device("cpu"), "torch", "auto", False, None,
+                                                          record=_record(accepted))]
+    assert ("torch-bf16-cl" in names) == accepted and "torch-fp32-cl" in names
+    chosen, notes = backend_select.choose(model, torch.device("cpu"), sample_inputs(64, 2), "torch", "auto",
+                                          memo=_memo(tmp_path, model), record=_record(accepted))
+    assert not any("does not match" in n for n in notes)
+
+
+def test_auto_without_a_record_is_float32(model, monkeypatch):
+    monkeypatch.setattr(backend_select, "bf16_supported", lambda device: True)
+    names = [c.name for c, _ in backend_select.candidates(model, torch.device("cpu"), "auto", "auto", False, None)]
+    assert names == ["torch-fp32-cl"]
 
 
 def test_pixels_at_the_threshold_are_not_a_mismatch():

@@ -59,7 +59,7 @@ class TorchBackend:
 class OnnxBackend:
     """ONNX Runtime session of an exported model (CUDA provider when available)."""
 
-    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+    def __init__(self, path: str | Path, threads: int | None = None, name: str = "onnx-fp32") -> None:
         try:
             import onnxruntime as ort
         except ImportError as exc:
@@ -75,7 +75,7 @@ class OnnxBackend:
             raise PneumoscopeError(f"{path}: not an ONNX model that ONNX Runtime loads ({first}); delete it "
                                    "(it is exported again when needed) or run pneumoscope export") from exc
         self.outputs = [o.name for o in self.session.get_outputs()]
-        self.name = "onnx-fp32"
+        self.name = name
 
     def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         out = self.session.run(None, {"image": np.ascontiguousarray(x, dtype=np.float32)})

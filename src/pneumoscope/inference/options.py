@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 BACKENDS = ("auto", "torch", "onnx")  # auto: the fastest that matches float32 on this machine
 PRECISIONS = ("fp32", "bf16", "fp16")  # of the torch backend (fp16 on CUDA only)
+PRECISION_CHOICES = ("auto", *PRECISIONS, "int8")  # int8: ONNX Runtime, calibrated on the run's training images
 TTA_MODES = ("none", "hflip")
 
 
@@ -17,7 +18,7 @@ class PredictOptions:
     """How to predict."""
 
     backend: str = "auto"  # one of BACKENDS
-    precision: str = "auto"  # torch backend: auto or one of PRECISIONS
+    precision: str = "auto"  # auto (float32 or a precision the validation images accepted) or one of PRECISION_CHOICES
     compile: bool = False  # torch.compile the torch backend
     tta: str = "none"  # one of TTA_MODES
     postprocess: bool = True  # apply the run's searched post-processing rule when it has one
@@ -38,10 +39,12 @@ class PredictOptions:
         """Raise PneumoscopeError (one line) for a value no prediction can use."""
         from ..errors import PneumoscopeError
 
-        for flag, value, choices in (("--backend", self.backend, BACKENDS), ("--precision", self.precision, ("auto", *PRECISIONS)),
+        for flag, value, choices in (("--backend", self.backend, BACKENDS), ("--precision", self.precision, PRECISION_CHOICES),
                                      ("--tta", self.tta, TTA_MODES)):
             if value not in choices:
                 raise PneumoscopeError(f"{flag} {value!r}: unknown; choose one of {', '.join(choices)}")
+        if self.precision == "int8" and self.backend == "torch":
+            raise PneumoscopeError("--precision int8 runs on ONNX Runtime: use --backend auto or onnx")
         if self.batch_size < 1:
             raise PneumoscopeError(f"--batch-size {self.batch_size}: must be at least 1")
         if self.threads is not None and self.threads < 1:

@@ -159,11 +159,32 @@ class Predictor:
                     if self.opts.backend == "onnx":
                         raise PneumoscopeError(f"onnx backend unavailable: {exc}") from exc
                     self.notes.append(f"onnx unavailable ({exc})")
+        record = self._precision_record()
+        int8 = self.run.current_int8() if record is not None else None
+        if self.opts.precision == "int8" and int8 is None:
+            raise PneumoscopeError("--precision int8: no int8 model for these weights (its training images could not be read: "
+                                   f"{(record or {}).get('reason', 'not judged')})")
         thresholds = tuple(sorted({self.threshold, self.rule.top, self.rule.bottom}))
         self.backend, notes = select.choose(lambda: self.model, self.device, x, self.opts.backend, self.opts.precision,
                                             self.opts.compile, onnx_path, None if self.read_only else self.run, thresholds, self.say,
-                                            self.opts.threads)
-        self.notes += notes
+                                            self.opts.threads, record, int8)
+        self.notes += notes + precision_notes(self.backend.name, record, self.opts.precision)
+
+    def _precision_record(self) -> dict | None:
+        """The run's precision record, judged now when missing (once per weights; not for a run
+        being written, nor when float32 is asked for)."""
+        if self.opts.precision == "fp32":
+            return None
+        record = self.run.read_precision()
+        if record is None and not self.read_only:
+            from .precision import judge
+
+            try:
+                with self.run.writing("predict (precision judgement)"):
+                    record = judge(self.run, self.model, self.device, self.stage2, self.say)
+            except PneumoscopeError as exc:  # another process writes into the run meanwhile
+                self.notes.append(f"reduced precision not judged ({exc}); float32")
+        return record
 
     def predict_batch(self, images: list[np.ndarray], metas: list[dict] | None = None) -> list[Prediction]:
         """Predictions of greyscale images (H, W), each at its own size (arrays as in :func:`array_to_unit`)."""
@@ -220,6 +241,23 @@ class Predictor:
 
 
 ACCEPTED = "a file path (str or pathlib.Path) or a 2-D numpy array"
+
+
+def precision_notes(backend: str, record: dict | None, asked: str) -> list[str]:
+    """Which precision predict uses and why, from the precision record (one line)."""
+    from .precision import describe
+
+    if record is None:
+        return [] if asked == "fp32" else ["float32: reduced precision not judged (the run is being written)"]
+    if not record["available"]:
+        return [f"float32: reduced precision not judged ({record['reason']})"]
+    used = next((p for p in ("int8", "bf16", "fp16") if p in backend), "fp32")
+    if used != "fp32":
+        entry = record["precisions"].get(used)
+        said = describe(used, entry, record) if entry else f"{used} was not judged on this machine's validation run"
+        return [f"precision {used}{' (forced by --precision)' if asked == used else ''}: {said}"]
+    others = [describe(n, e, record) for n, e in record["precisions"].items()]
+    return ["precision fp32" + (": " + "; ".join(others) if others else " (no reduced precision on this machine)")]
 
 
 def _array_shape(image: Any) -> tuple[int, ...]:

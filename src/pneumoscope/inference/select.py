@@ -1,11 +1,12 @@
 """Choose the inference backend on this machine: fastest among those that match float32.
 
-Candidates: PyTorch float32 (channels_last), PyTorch bf16/fp16 autocast (channels_last;
-where the hardware supports it), ONNX Runtime (exported with a parity check) and eager float32
-PyTorch itself, which is always valid. Each is compared with eager float32 on a probe of the real
-inputs: float32 paths must agree within 1e-4 and give the same masks wherever the reference is
-decided (more than 1e-3 from a threshold); reduced precision must reach mask Dice >= 0.995 on every
-probe image; a path that does not is dropped and the reason said. The fastest passing one is kept,
+Candidates: PyTorch float32 (channels_last), ONNX Runtime float32 (exported with a parity check),
+the reduced precisions the run's validation images accepted (bf16/fp16 autocast, ONNX Runtime int8:
+:mod:`.precision`) and eager float32 PyTorch itself, which is always valid. Float32 paths are
+compared with eager float32 on a probe of the real inputs: they must agree within 1e-4 and give the
+same masks wherever the reference is decided (more than 1e-3 from a threshold). A reduced precision
+forced without a precision record is held to mask Dice >= 0.995 on every probe image. A path that
+fails is dropped and the reason said. The fastest passing one is kept,
 remembered per machine in the run folder and re-verified on each call's probe.
 """
 
@@ -70,13 +71,15 @@ def masks_agree(prob: np.ndarray, ref: np.ndarray, thresholds: tuple[float, ...]
     return True
 
 
-def verify(candidate, reduced: bool, ref_prob: np.ndarray, x: np.ndarray,
+def verify(candidate, reduced: bool | str, ref_prob: np.ndarray, x: np.ndarray,
            thresholds: tuple[float, ...] = (0.5,)) -> tuple[bool, str]:
     """Does ``candidate`` reproduce float32 on ``x``? Returns (ok, what was measured).
 
     Float32 paths: max |probability difference| below 1e-4 and the same masks wherever the reference
     is decided. Reduced precision: mask Dice >= 0.995 against float32 on every image."""
     prob, _ = candidate(x)
+    if reduced == JUDGED:
+        return True, "judged on the validation images"
     if reduced:
         dice = min(float(per_image_dice(prob > t, ref_prob > t).min()) for t in thresholds)
         return dice >= DICE_MIN, f"min mask Dice {dice:.4f}"
@@ -85,17 +88,34 @@ def verify(candidate, reduced: bool, ref_prob: np.ndarray, x: np.ndarray,
     return diff < FP32_TOLERANCE and same, f"max |diff| {diff:.2e}, masks {'agree' if same else 'differ'}"
 
 
+JUDGED = "judged"  # a reduced precision the validation images accepted (or one forced): no probe rule applies
+
+
+def accepted(record: dict | None) -> set[str]:
+    """The reduced precisions a precision record accepts."""
+    return {k for k, v in (record or {}).get("precisions", {}).items() if v.get("accepted")}
+
+
 def candidates(model: nn.Module, device: torch.device, backend: str, precision: str, compile: bool,
-               onnx_path: Path | None, threads: int | None = None) -> list[tuple[object, bool]]:
-    """(backend, is_reduced_precision) pairs for the request, preferred first."""
-    out: list[tuple[object, bool]] = []
+               onnx_path: Path | None, threads: int | None = None, record: dict | None = None,
+               int8_path: Path | None = None) -> list[tuple[object, bool | str]]:
+    """(backend, check) pairs for the request, preferred first; check is False (a float32 path),
+    True (reduced precision judged by agreement on the probe: no record) or :data:`JUDGED`.
+
+    With a precision ``record`` (:mod:`.precision`), ``auto`` offers only the reduced precisions it
+    accepted; a forced ``--precision`` is offered whatever the record says (the caller says what)."""
+    out: list[tuple[object, bool | str]] = []
+    ok = accepted(record)
     if backend in ("auto", "torch"):
-        reduced = "bf16" if (device.type == "cpu" or bf16_supported(device)) else "fp16"
-        if precision in ("auto", "bf16", "fp16") and (precision != "auto" or bf16_supported(device) or device.type == "cuda"):
-            out.append((TorchBackend(model, device, reduced if precision == "auto" else precision, True, compile), True))
+        for name in ("bf16", "fp16"):
+            native = bf16_supported(device) if name == "bf16" else device.type == "cuda"
+            if precision == name or (precision == "auto" and name in ok and native):
+                out.append((TorchBackend(model, device, name, True, compile), JUDGED if record is not None else True))
         if precision in ("auto", "fp32"):
             out.append((TorchBackend(model, device, "fp32", True, compile), False))
-    if backend in ("auto", "onnx") and onnx_path is not None:
+    if backend in ("auto", "onnx") and int8_path is not None and (precision == "int8" or (precision == "auto" and "int8" in ok)):
+        out.append((OnnxBackend(int8_path, threads, name="onnx-int8"), JUDGED))
+    if backend in ("auto", "onnx") and onnx_path is not None and precision in ("auto", "fp32"):
         out.append((OnnxBackend(onnx_path, threads), False))
     if not out:
         raise PneumoscopeError(f"no {backend} backend with precision {precision} on {device.type}")
@@ -104,7 +124,8 @@ def candidates(model: nn.Module, device: torch.device, backend: str, precision: 
 
 def choose(model: nn.Module | Callable[[], nn.Module], device: torch.device, x: np.ndarray, backend: str = "auto",
            precision: str = "auto", compile: bool = False, onnx_path: Path | None = None, memo: Run | None = None,
-           thresholds: tuple[float, ...] = (0.5,), say=lambda line: None, threads: int | None = None) -> tuple[object, list[str]]:
+           thresholds: tuple[float, ...] = (0.5,), say=lambda line: None, threads: int | None = None,
+           record: dict | None = None, int8_path: Path | None = None) -> tuple[object, list[str]]:
     """The backend to use and lines saying what was measured or why something fell back.
 
     Every candidate is checked against eager float32 PyTorch on (at most two images of) the probe
@@ -115,20 +136,20 @@ def choose(model: nn.Module | Callable[[], nn.Module], device: torch.device, x: 
     needs no PyTorch model at all). ``model``: the U-Net, or a function that builds it when needed.
     ``say`` reports progress on a first call."""
     get_model = (lambda: model) if isinstance(model, nn.Module) else model
-    key = f"{machine_key(device)}|{backend}|{precision}|compile={compile}"
+    key = f"{machine_key(device)}|{backend}|{precision}|compile={compile}|accepted={'+'.join(sorted(accepted(record))) or 'none'}"
     known = memo.read_backend_memo() if memo is not None else {}
     notes: list[str] = []
     if key in known:
         stored = memo.read_backend_probe()
         chosen, how = _reverify(known[key]["backend"], stored, get_model, device, x, backend, precision, compile,
-                                onnx_path, thresholds, threads)
+                                onnx_path, thresholds, threads, record, int8_path)
         if chosen is not None:
             return chosen, [f"backend {chosen.name} (remembered for this machine; {how})"]
         notes.append(how)
     probe = x[:2]
     ref = TorchBackend(get_model(), device, "fp32", False)
     ref_prob, _ = ref(probe)
-    cands = candidates(get_model(), device, backend, precision, compile, onnx_path, threads)
+    cands = candidates(get_model(), device, backend, precision, compile, onnx_path, threads, record, int8_path)
     say(f"choosing a backend: checking {len(cands) + 1} candidates against float32 on {len(probe)} image(s)")
     timings = {}
     passing = []
@@ -161,7 +182,8 @@ def choose(model: nn.Module | Callable[[], nn.Module], device: torch.device, x: 
 
 def _reverify(name: str, stored: tuple | None, get_model: Callable[[], nn.Module], device: torch.device, x: np.ndarray,
               backend: str, precision: str, compile: bool, onnx_path: Path | None,
-              thresholds: tuple[float, ...], threads: int | None = None) -> tuple[object | None, str]:
+              thresholds: tuple[float, ...], threads: int | None = None, record: dict | None = None,
+              int8_path: Path | None = None) -> tuple[object | None, str]:
     """The remembered backend when it still reproduces float32 (on the stored probe, else on this
     batch's), or (None, why not)."""
     if name == "torch-fp32":  # eager float32 is the reference itself
@@ -171,10 +193,13 @@ def _reverify(name: str, stored: tuple | None, get_model: Callable[[], nn.Module
     else:
         probe = x[:2]
         ref_prob, _ = TorchBackend(get_model(), device, "fp32", False)(probe)
-    if name.startswith("onnx") and onnx_path is not None and backend in ("auto", "onnx"):
+    if name == "onnx-fp32" and onnx_path is not None and backend in ("auto", "onnx"):
         cands = [(OnnxBackend(onnx_path, threads), False)]
+    elif name == "onnx-int8" and int8_path is not None and backend in ("auto", "onnx"):
+        cands = [(OnnxBackend(int8_path, threads, name="onnx-int8"), JUDGED)]
     else:
-        cands = [c for c in candidates(get_model(), device, backend, precision, compile, None) if c[0].name == name]
+        cands = [c for c in candidates(get_model(), device, backend, precision, compile, None, threads, record)
+                 if c[0].name == name]
     if not cands:
         return None, f"{name} is not available now; choosing again"
     cand, reduced = cands[0]

@@ -1,0 +1,132 @@
+"""Reduced precision judged on the run's validation images: the record, the choice it drives, and
+what predict and export say."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import pneumoscope
+from pneumoscope.cli import main
+from pneumoscope.errors import PneumoscopeError
+from pneumoscope.inference import precision
+from pneumoscope.inference.options import PredictOptions
+from pneumoscope.runs import Run
+
+
+@pytest.fixture(scope="module")
+def judged(stage2_run, tmp_path_factory):
+    """A copy of the stage-2 run, judged once (export does it and prints the table)."""
+    run = tmp_path_factory.mktemp("judged") / "run"
+    shutil.copytree(stage2_run, run)
+    return run
+
+
+def test_export_judges_every_precision_this_machine_has(judged, capsys):
+    assert main(["export", "--run", str(judged)]) == 0
+    out = capsys.readouterr().out
+    assert "precision on" in out and "fp32" in out and "reference" in out
+    record = Run(judged).read_precision()
+    assert record["available"] and record["max_drop"] == 0.005 and record["validation_images"] >= 1
+    assert "int8" in record["precisions"]  # every CPU runs ONNX Runtime int8
+    for name, e in record["precisions"].items():
+        assert set(e) >= {"dice_kaggle", "dice_pos", "drop", "decision_flips", "accepted", "reason", "ms_per_image"}
+        assert e["accepted"] == (e["reason"] == "accepted"), name
+        assert f"  {name}" in out
+    assert Run(judged).current_int8() is not None  # the judged int8 model, its sha256 checked
+
+
+def test_predict_says_which_precision_and_why(judged, tiny_synth):
+    path = sorted((tiny_synth / "png_images").glob("*.png"))[0]
+    model = pneumoscope.load_run(judged)
+    model.predict(path)
+    line = next(n for n in model.notes if n.startswith("precision"))
+    record = Run(judged).read_precision()
+    used = next((p for p in ("int8", "bf16") if p in model.backend.name), "fp32")
+    assert line.startswith(f"precision {used}")
+    if used != "fp32":
+        assert record["precisions"][used]["accepted"] and "accepted" in line
+
+
+def test_a_forced_precision_says_what_validation_said(judged, tiny_synth):
+    path = sorted((tiny_synth / "png_images").glob("*.png"))[0]
+    model = pneumoscope.load_run(judged, precision="int8")
+    model.predict(path)
+    assert model.backend.name == "onnx-int8"
+    assert any(n.startswith("precision int8 (forced by --precision): int8 on") for n in model.notes)
+
+
+def test_float32_is_asked_for_and_nothing_is_judged(stage2_run, tmp_path, tiny_synth):
+    run = tmp_path / "run"
+    shutil.copytree(stage2_run, run)
+    (run / "precision.json").unlink(missing_ok=True)
+    model = pneumoscope.load_run(run, precision="fp32")
+    model.predict(sorted((tiny_synth / "png_images").glob("*.png"))[0])
+    assert Run(run).read_precision() is None and "fp32" in model.backend.name
+
+
+def test_without_its_validation_images_a_run_uses_float32_and_says_so(stage2_run, tmp_path, tiny_synth, monkeypatch):
+    run = tmp_path / "run"
+    shutil.copytree(stage2_run, run)
+    (run / "precision.json").unlink(missing_ok=True)
+
+    def gone(*args, **kwargs):
+        raise PneumoscopeError("/data/siim: no such file or folder")
+
+    monkeypatch.setattr("pneumoscope.data.prepare.prepare_data", gone)
+    model = pneumoscope.load_run(run)
+    model.predict(sorted((tiny_synth / "png_images").glob("*.png"))[0])
+    record = Run(run).read_precision()
+    assert record["available"] is False and "cannot be read here" in record["reason"]
+    assert "fp32" in model.backend.name
+    assert any(n.startswith("float32: reduced precision not judged (its training data cannot be read here") for n in model.notes)
+    with pytest.raises(PneumoscopeError, match="--precision int8: no int8 model"):
+        pneumoscope.load_run(run, precision="int8").predict(sorted((tiny_synth / "png_images").glob("*.png"))[0])
+
+
+class Zeros:
+    """A "reduced precision" that loses every pixel."""
+
+    name = "zeros"
+
+    def __call__(self, x):
+        return np.zeros((len(x), x.shape[-2], x.shape[-1]), np.float32), None
+
+
+def test_a_precision_that_costs_accuracy_is_refused_and_auto_keeps_float32(stage2_run, tmp_path, tiny_synth, monkeypatch):
+    run = tmp_path / "run"
+    shutil.copytree(stage2_run, run)
+    (run / "precision.json").unlink(missing_ok=True)
+    monkeypatch.setattr(precision, "candidates", lambda *a, **k: {"bf16": Zeros()})
+    model = pneumoscope.load_run(run, backend="torch")
+    record = precision.judge(Run(run), model.model, torch.device("cpu"), model.stage2)
+    entry = record["precisions"]["bf16"]
+    assert not entry["accepted"] and ("drops" in entry["reason"] or "decision" in entry["reason"])
+    model.predict(sorted((tiny_synth / "png_images").glob("*.png"))[0])
+    assert "bf16" not in model.backend.name and any("precision fp32: bf16 on" in n for n in model.notes)
+
+
+@pytest.mark.parametrize("drops, flips, verdict", [
+    ({"dice_kaggle": 0.001, "dice_pos": 0.004}, 0, "accepted"),
+    ({"dice_kaggle": -0.02, "dice_pos": 0.005}, 0, "accepted"),  # better, or exactly at the limit
+    ({"dice_kaggle": 0.001, "dice_pos": 0.0051}, 0, "dice_pos drops 0.0051 > 0.005"),
+    ({"dice_kaggle": 0.0, "dice_pos": 0.0}, 2, "2 stage-2 decision(s) change"),
+    ({}, 0, "accepted"),  # no positives among the validation images: dice_pos undefined, not a drop
+])
+def test_the_verdict(drops, flips, verdict):
+    assert precision.verdict(drops, flips, 0.005) == verdict
+
+
+def test_int8_needs_onnx_runtime_in_one_line():
+    with pytest.raises(PneumoscopeError, match="--precision int8 runs on ONNX Runtime"):
+        PredictOptions(backend="torch", precision="int8").check()
+
+
+def test_a_replaced_int8_model_is_named(judged):
+    Run(judged).read_precision()
+    (judged / "model-int8.onnx").write_bytes(b"not the judged model")
+    with pytest.raises(PneumoscopeError, match="model-int8.onnx: does not match the sha256"):
+        Run(judged).current_int8()
