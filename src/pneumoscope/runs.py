@@ -441,10 +441,15 @@ class Run:
         report = self._read_derived(self._p(EXPORT_REPORT), schema.EXPORT_REPORT)
         ok = report is not None and report.get("passed") and self.onnx_path.is_file()
         if ok and isinstance(report.get("sha256"), str):  # the file the parity check passed, not another
-            if file_sha256(self.onnx_path) != report["sha256"]:
-                raise schema.fail(self.onnx_path, None, f"does not match the sha256 its {EXPORT_REPORT} records (damaged or "
-                                  "replaced)", "delete it (it is exported again when needed) or run pneumoscope export")
+            self._check_sha256(self.onnx_path, report["sha256"], EXPORT_REPORT,
+                               "delete it (it is exported again when needed) or run pneumoscope export")
         return self.onnx_path if ok else None
+
+    @staticmethod
+    def _check_sha256(path: Path, digest: str, record: str, remedy: str) -> None:
+        """A model file must be the one its record measured: one line naming it when it is not."""
+        if file_sha256(path) != digest:
+            raise schema.fail(path, None, f"does not match the sha256 its {record} records (damaged or replaced)", remedy)
 
     def write_export_report(self, report: dict) -> None:
         """What the export's parity check measured."""
@@ -469,9 +474,7 @@ class Run:
         digest = (record or {}).get("int8_sha256")
         if not isinstance(digest, str) or not self.int8_path.is_file():
             return None
-        if file_sha256(self.int8_path) != digest:
-            raise schema.fail(self.int8_path, None, f"does not match the sha256 its {PRECISION} records (damaged or replaced)",
-                              REMEDY[PRECISION] + f"; delete {INT8_ONNX} too")
+        self._check_sha256(self.int8_path, digest, PRECISION, REMEDY[PRECISION] + f"; delete {INT8_ONNX} too")
         return self.int8_path
 
     def read_backend_memo(self) -> dict:

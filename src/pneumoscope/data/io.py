@@ -22,7 +22,7 @@ from ..errors import PneumoscopeError, TooLargeError, UnsupportedFormatError
 from .dicom import read_dicom
 from .pixels import MAX_PIXELS, MIN_SIDE, check_pixels, one_line, scale01
 
-__all__ = ["MAX_PIXELS", "MIN_SIDE", "check_pixels", "one_line", "read_dicom", "read_image", "read_image_bytes",
+__all__ = ["MAX_PIXELS", "MIN_SIDE", "check_file", "check_pixels", "one_line", "read_dicom", "read_image", "read_image_bytes",
            "read_mask", "read_raster", "sniff", "is_dicom", "list_images", "encode_png"]
 
 DICOM_SUFFIXES = {".dcm", ".dicom"}
@@ -112,16 +112,22 @@ def read_raster(path: Path | BinaryIO, name: str | None = None, max_pixels: int 
         raise TooLargeError(f"{name}: not enough memory to decode it ({im.width}x{im.height} pixels)") from exc
 
 
-def read_image(path: str | Path, max_pixels: int | None = MAX_PIXELS, min_side: int = 0) -> tuple[np.ndarray, dict[str, Any]]:
-    """Read any supported radiograph: float32 array in [0, 1], shape (H, W), plus metadata.
-
-    Images over ``max_pixels`` are refused from their header, before decoding; images with a
-    side under ``min_side`` are refused too."""
+def check_file(path: str | Path) -> Path:
+    """``path`` when it is a file to read; one line for a broken symbolic link, a missing file, a folder."""
     path = Path(path)
     if not path.is_file():
         if path.is_symlink() and not path.exists():
             raise PneumoscopeError(f"{path}: a broken symbolic link (to {os.readlink(path)}, which does not exist)")
         raise PneumoscopeError(f"{path}: file not found" if not path.exists() else f"{path}: is a folder, not an image file")
+    return path
+
+
+def read_image(path: str | Path, max_pixels: int | None = MAX_PIXELS, min_side: int = 0) -> tuple[np.ndarray, dict[str, Any]]:
+    """Read any supported radiograph: float32 array in [0, 1], shape (H, W), plus metadata.
+
+    Images over ``max_pixels`` are refused from their header, before decoding; images with a
+    side under ``min_side`` are refused too."""
+    path = check_file(path)
     if is_dicom(path):
         return read_dicom(str(path), str(path), max_pixels, min_side)
     return read_raster(path, str(path), max_pixels, min_side), {}

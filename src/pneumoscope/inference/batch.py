@@ -37,11 +37,10 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ..data.io import MIN_SIDE, encode_jpeg, encode_mask_png, encode_png, read_image
+from ..data.io import MAX_PIXELS, MIN_SIDE, check_file, encode_jpeg, encode_mask_png, encode_png, read_image
 from ..data.rle import encode
 from ..errors import PneumoscopeError
 from ..files import ENCODING, atomic_write, check_writable_folder, csv_text, write_csv
-from ..results import dicom_results, write_results
 from .options import PredictOptions
 from .overlay import overlay
 from .predictor import Predictor
@@ -60,6 +59,13 @@ def picture_stem(path: str) -> str:
 
 def _read_csv(path: Path) -> str:
     return path.read_bytes().decode(*ENCODING)
+
+
+def read_skipped(path: Path) -> list[dict]:
+    """The entries of a ``skipped.csv`` (of the folder or of a part) that name a file; none when it is absent."""
+    if not path.is_file():
+        return []
+    return [r for r in csv.DictReader(io.StringIO(_read_csv(path), newline="")) if r.get("file")]
 
 
 class PredictionFolder:
@@ -171,10 +177,7 @@ class PredictionFolder:
 
     def write_skipped(self, attempted: set[str], skipped: list[dict]) -> int:
         """Rewrite ``skipped.csv``: earlier entries of files not attempted now, plus this call's."""
-        keep = []
-        if self.skipped_csv.is_file():
-            reader = csv.DictReader(io.StringIO(_read_csv(self.skipped_csv), newline=""))
-            keep = [r for r in reader if r.get("file") and r["file"] not in attempted]
+        keep = [r for r in read_skipped(self.skipped_csv) if r["file"] not in attempted]
         rows = keep + skipped
         if rows:
             write_csv(self.skipped_csv, SKIPPED_FIELDS, rows)
@@ -211,13 +214,14 @@ Item = tuple[Path, "np.ndarray | None", dict, str, Any]  # path, image, metadata
 
 def _read(path: Path, dicom: bool = False) -> Item:
     try:
-        img, meta = read_image(path, min_side=MIN_SIDE)
-        source = None
-        if dicom:  # results go back as DICOM: the header must have what they reference
-            from ..results.source import Source
+        if not dicom:
+            return (path, *read_image(path, min_side=MIN_SIDE), "", None)
+        # results go back as DICOM (every input is one): read once, keep the dataset they reference
+        from ..data.dicom import read_dicom_dataset
+        from ..results.source import Source
 
-            source = Source.header(path, img)
-        return path, img, meta, "", source
+        img, meta, ds = read_dicom_dataset(str(check_file(path)), str(path), MAX_PIXELS, MIN_SIDE)
+        return path, img, meta, "", Source.of(ds, img, str(path))
     except PneumoscopeError as exc:
         return path, None, {}, str(exc), None
 
@@ -285,6 +289,8 @@ def predict_loop(folder: PredictionFolder, pred: Predictor | None, todo: list[Pa
     bar = tqdm(total=len(todo), desc="predict", unit="img", disable=None)
     t0, n_done, skipped = time.perf_counter(), 0, []
     workers = opts.workers or max(1, (os.cpu_count() or 2) // 2)
+    if opts.dicom_out:  # highdicom and pydicom's code tables only when DICOM results are asked for (~0.13 s)
+        from ..results import dicom_results, write_results
 
     def write(good: list, results: list, heats: list) -> None:  # on the writer thread, batch after batch
         rows = []

@@ -185,6 +185,21 @@ def describe(name: str, entry: dict, record: dict) -> str:
             f"flip(s): {entry['reason']} (max drop {record['max_drop']:g})")
 
 
+def precision_notes(backend: str, record: dict | None, asked: str) -> list[str]:
+    """Which precision predict uses and why, from the precision record (one line)."""
+    if record is None:
+        return [] if asked == "fp32" else ["float32: reduced precision not judged (the run is being written)"]
+    if not record["available"]:
+        return [f"float32: reduced precision not judged ({record['reason']})"]
+    used = next((p for p in ("int8", "bf16", "fp16") if p in backend), "fp32")
+    if used != "fp32":
+        entry = record["precisions"].get(used)
+        said = describe(used, entry, record) if entry else f"{used} was not judged on this machine's validation run"
+        return [f"precision {used}{' (forced by --precision)' if asked == used else ''}: {said}"]
+    others = [describe(n, e, record) for n, e in record["precisions"].items()]
+    return ["precision fp32" + (": " + "; ".join(others) if others else " (no reduced precision on this machine)")]
+
+
 def table(record: dict) -> list[str]:
     """The record as lines of a table (what export prints)."""
     if not record["available"]:

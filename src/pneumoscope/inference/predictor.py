@@ -30,6 +30,7 @@ from ..stage1.postprocess import Rule, load_rule
 from . import select
 from .backends import with_hflip_tta
 from .options import PredictOptions
+from .precision import judge, precision_notes
 
 
 @dataclass
@@ -140,6 +141,11 @@ class Predictor:
         u8 = np.stack([to_model_size(img, self.size) for img in images])
         return u8, model_input(u8)
 
+    def choose_backend(self, image: np.ndarray) -> None:
+        """Choose the backend now, on ``image`` (as the first batch would): an ONNX export, a precision
+        judgement and the timed choice are done and remembered before other processes need them."""
+        self._ensure_backend(self.prepare([array_to_unit(image)])[1])
+
     def _ensure_backend(self, x: np.ndarray) -> None:
         if self.backend is not None:
             return
@@ -177,8 +183,6 @@ class Predictor:
             return None
         record = self.run.read_precision()
         if record is None and not self.read_only:
-            from .precision import judge
-
             try:
                 with self.run.writing("predict (precision judgement)"):
                     record = judge(self.run, self.model, self.device, self.stage2, self.say)
@@ -241,23 +245,6 @@ class Predictor:
 
 
 ACCEPTED = "a file path (str or pathlib.Path) or a 2-D numpy array"
-
-
-def precision_notes(backend: str, record: dict | None, asked: str) -> list[str]:
-    """Which precision predict uses and why, from the precision record (one line)."""
-    from .precision import describe
-
-    if record is None:
-        return [] if asked == "fp32" else ["float32: reduced precision not judged (the run is being written)"]
-    if not record["available"]:
-        return [f"float32: reduced precision not judged ({record['reason']})"]
-    used = next((p for p in ("int8", "bf16", "fp16") if p in backend), "fp32")
-    if used != "fp32":
-        entry = record["precisions"].get(used)
-        said = describe(used, entry, record) if entry else f"{used} was not judged on this machine's validation run"
-        return [f"precision {used}{' (forced by --precision)' if asked == used else ''}: {said}"]
-    others = [describe(n, e, record) for n, e in record["precisions"].items()]
-    return ["precision fp32" + (": " + "; ".join(others) if others else " (no reduced precision on this machine)")]
 
 
 def _array_shape(image: Any) -> tuple[int, ...]:

@@ -1,8 +1,10 @@
 """``predict`` over an archive on several processes and machines, under PyTorch's own launcher::
 
-    torchrun --nproc_per_node N -m pneumoscope predict --run RUN INPUTS --out OUT
+    torchrun --nproc_per_node N -m pneumoscope -- predict --run RUN INPUTS --out OUT
     torchrun --nnodes M --node_rank K --nproc_per_node N --rdzv-backend c10d --rdzv-endpoint HOST:29500 \\
-        -m pneumoscope predict --run RUN INPUTS --out OUT          # OUT and INPUTS on a shared filesystem
+        -m pneumoscope -- predict --run RUN INPUTS --out OUT       # OUT and INPUTS on a shared filesystem
+
+(the ``--`` keeps torchrun's own parser from taking ``--run`` for its ``--run-path``).
 
 - Every process lists the inputs alike (sorted), fixes every picture name (:func:`.batch.plan`),
   cuts what is left to predict into batches of ``--batch-size`` and takes batches ``rank, rank +
@@ -23,9 +25,7 @@
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import os
 import shutil
 import time
@@ -37,7 +37,7 @@ import torch
 from .. import distributed, locks
 from ..errors import PneumoscopeError
 from ..files import atomic_write, csv_text, write_csv
-from .batch import SKIPPED_FIELDS, PredictionFolder, _read_csv, check_fields, plan, predict_loop, summary
+from .batch import SKIPPED_FIELDS, PredictionFolder, check_fields, plan, predict_loop, read_skipped, summary
 from .options import PredictOptions
 from .predictor import Predictor
 
@@ -92,7 +92,7 @@ def predict_ranks(folder: PredictionFolder, run: str | Path, files: list[Path], 
         fields = check_fields(folder, earlier, pred) if pred is not None or earlier else []
         if info.is_main:
             if pred is not None and mine:
-                pred._ensure_backend(pred.prepare([_probe(mine[0])])[1])
+                pred.choose_backend(_probe(mine[0]))
             distributed.barrier(info)
         n_done, skipped, _ = predict_loop(view, pred, mine, fields, opts) if mine else (0, [], 0.0)
         if skipped:
@@ -132,26 +132,14 @@ def merge(folder: PredictionFolder, files: list[Path], attempted: set[str]) -> i
     """Fold every part into ``predictions.csv`` (earlier rows first, then the parts' in input order)
     and ``skipped.csv``, through temporary names; then remove ``parts/``. Returns the skipped count."""
     order = {str(f): k for k, f in enumerate(files)}
-    main = folder.rows()
-    seen = {r["file"] for r in main}
-    new, skipped = [], {}
-    views = folder.part_views()
-    for view in views:
-        for r in view.rows():
-            if r["file"] not in seen:
-                seen.add(r["file"])
-                new.append(r)
-    new.sort(key=lambda r: order.get(r["file"], len(order)))
+    main, rows = folder.rows(), folder.all_rows()  # all_rows: the folder's rows first, then the parts' new ones
+    new = sorted(rows[len(main):], key=lambda r: order.get(r["file"], len(order)))
     if new:
-        atomic_write(folder.csv, csv_text(list((main or new)[0]), main + new))
-    if folder.skipped_csv.is_file():
-        for r in csv.DictReader(io.StringIO(_read_csv(folder.skipped_csv), newline="")):
-            if r.get("file") and r["file"] not in attempted:
-                skipped[r["file"]] = r["reason"]
-    for view in views:
-        if view.skipped_csv.is_file():
-            for r in csv.DictReader(io.StringIO(_read_csv(view.skipped_csv), newline="")):
-                skipped[r["file"]] = r["reason"]
+        atomic_write(folder.csv, csv_text(list(rows[0]), main + new))
+    seen = {r["file"] for r in rows}
+    skipped = {r["file"]: r["reason"] for r in read_skipped(folder.skipped_csv) if r["file"] not in attempted}
+    for view in folder.part_views():
+        skipped.update((r["file"], r["reason"]) for r in read_skipped(view.skipped_csv))
     skipped = {f: why for f, why in skipped.items() if f not in seen}
     if skipped:
         write_csv(folder.skipped_csv, SKIPPED_FIELDS, [{"file": f, "reason": why} for f, why in skipped.items()])

@@ -12,7 +12,20 @@ For one DICOM radiograph and its :class:`~pneumoscope.inference.predictor.Predic
 the HTTP server and ``pneumoscope listen`` call these two.
 """
 
-from .build import dicom_results, result_name, write_results
+from __future__ import annotations
+
+from typing import Any
+
 from .identity import KINDS, Algorithm, parse_kinds
 
 __all__ = ["KINDS", "Algorithm", "dicom_results", "parse_kinds", "result_name", "write_results"]
+
+
+def __getattr__(name: str) -> Any:
+    """The builders on first use: they bring highdicom and pydicom's code tables (~0.13 s), which a
+    prediction that writes no DICOM (it only names its :class:`Algorithm`) never needs."""
+    if name in ("dicom_results", "result_name", "write_results"):
+        from . import build
+
+        return getattr(build, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

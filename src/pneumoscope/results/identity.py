@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import PneumoscopeError
-from . import codes
 
 KINDS = ("seg", "sr", "sc")  # segmentation, structured report, secondary capture (burned-in overlay)
 SERIES = {"seg": (9301, "AI pneumothorax segmentation"), "sr": (9302, "AI pneumothorax report"),
@@ -52,6 +51,8 @@ def equipment(algorithm: Algorithm) -> Any:
     """The Contributing Equipment item naming pneumoscope as the processing algorithm."""
     import highdicom as hd
 
+    from . import codes
+
     return hd.ContributingEquipment(
         manufacturer=algorithm.manufacturer, purpose_of_reference=codes.PROCESSING,
         manufacturer_model_name=algorithm.model[:64], software_versions=algorithm.full_version,
@@ -61,6 +62,8 @@ def equipment(algorithm: Algorithm) -> Any:
 def algorithm_identification(algorithm: Algorithm) -> Any:
     """Algorithm Identification Sequence: family Artificial Intelligence, name, version with weights."""
     import highdicom as hd
+
+    from . import codes
 
     return hd.AlgorithmIdentificationSequence(name=algorithm.name, version=algorithm.full_version,
                                               family=codes.AI, source=algorithm.manufacturer)

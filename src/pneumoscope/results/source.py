@@ -94,14 +94,6 @@ class Source:
         return cls.of(source, img, name)
 
     @classmethod
-    def header(cls, path: str | Path, display: np.ndarray) -> Source:
-        """A source whose pixels were already decoded (``display``): only its header is read again."""
-        import pydicom
-
-        ds = pydicom.dcmread(str(path), stop_before_pixels=True, force=True)
-        return cls.of(ds, display, str(path))
-
-    @classmethod
     def of(cls, ds: Any, display: np.ndarray, name: str) -> Source:
         """A source from a dataset already read and its displayed pixels; checks what results need."""
         for key in REQUIRED:
