@@ -68,7 +68,7 @@ def main() -> None:
     rows += list(record["precisions"].items())
     for name, e in rows:
         gps = gflop / (e["ms_per_image"] / 1000)
-        peak = cpu["peak_gflops"] * PEAK_FACTOR[name]
+        peak = cpu["peak_gflops"] * PEAK_FACTOR[name.split("-")[0]]  # int8-onnx: int8 on ONNX Runtime
         drop = e["drop"]
         dk = f"{e['dice_kaggle']:.4f} ({-drop['dice_kaggle']:+.4f})" if "dice_kaggle" in drop else f"{e['dice_kaggle']:.4f}"
         dp = "n/a" if e["dice_pos"] is None else (f"{e['dice_pos']:.4f} ({-drop['dice_pos']:+.4f})" if "dice_pos" in drop

@@ -109,3 +109,64 @@ def test_choice_is_remembered_per_machine(model, tmp_path):
     first, _ = backend_select.choose(model, torch.device("cpu"), x, "torch", "fp32", memo=memo)
     again, notes = backend_select.choose(model, torch.device("cpu"), x, "torch", "fp32", memo=memo)
     assert first.name == again.name and "remembered" in notes[0]
+
+
+def test_an_isa_limit_is_another_machine_for_the_remembered_choice(monkeypatch):
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    here = backend_select.machine_key(torch.device("cpu"))
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert backend_select.machine_key(torch.device("cpu")) == here.replace("|torch", " ONEDNN_MAX_CPU_ISA=AVX2|torch")
+
+
+def _int8_record(*runtimes: str, refused: tuple[str, ...] = ()) -> dict:
+    entries = {("int8" if i == 0 else f"int8-{name.split('-')[0]}"): {"accepted": name not in refused, "backend": name}
+               for i, name in enumerate(runtimes)}
+    return {"available": True, "max_drop": 0.005, "validation_images": 4, "precisions": entries}
+
+
+@pytest.fixture(scope="module")
+def exported(model, tmp_path_factory):
+    """``model`` exported to ONNX (float32): the file both ONNX Runtime and OpenVINO run."""
+    pytest.importorskip("onnxruntime")
+    from pneumoscope.inference.export import _Exported, _write_onnx
+
+    path = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    _write_onnx(_Exported(model).eval(), torch.from_numpy(sample_inputs(64, 2)), path, ["prob", "cls"])
+    return path
+
+
+BOTH = ("openvino-int8", "onnx-int8")
+
+
+@pytest.mark.parametrize("backend, precision, record, expect", [
+    ("openvino", "auto", _int8_record(*BOTH), ["openvino-int8", "openvino-fp32"]),
+    ("onnx", "auto", _int8_record(*BOTH), ["onnx-int8", "onnx-fp32"]),
+    ("onnx", "auto", _int8_record("openvino-int8"), ["onnx-fp32"]),  # judged on OpenVINO only: not offered on ONNX Runtime
+    ("auto", "auto", _int8_record(*BOTH), ["torch-fp32-cl", "openvino-int8", "onnx-int8", "openvino-fp32", "onnx-fp32"]),
+    ("auto", "auto", _int8_record(*BOTH, refused=("openvino-int8",)),  # one runtime flipped a decision, the other not
+     ["torch-fp32-cl", "onnx-int8", "openvino-fp32", "onnx-fp32"]),
+    ("auto", "int8", _int8_record(*BOTH, refused=BOTH), ["openvino-int8", "onnx-int8"]),  # forced: judged, not accepted
+    ("torch", "auto", _int8_record(*BOTH), ["torch-fp32-cl"]),
+])
+def test_int8_is_offered_only_on_a_runtime_that_was_judged(model, exported, monkeypatch, backend, precision, record, expect):
+    pytest.importorskip("openvino")
+    monkeypatch.setattr(backend_select, "bf16_supported", lambda device: False)
+    names = [c.name for c, _ in backend_select.candidates(model, torch.device("cpu"), backend, precision, False, exported,
+                                                          record=record, int8_path=exported)]
+    assert names == expect
+
+
+def test_a_remembered_int8_of_another_runtime_is_chosen_again(model, exported, monkeypatch, tmp_path):
+    pytest.importorskip("openvino")
+    monkeypatch.setattr(backend_select, "bf16_supported", lambda device: False)
+    memo = _memo(tmp_path, model)
+    x = sample_inputs(64, 2)
+    first, _ = backend_select.choose(model, torch.device("cpu"), x, "auto", "int8", onnx_path=exported, memo=memo,
+                                     record=_int8_record("onnx-int8"), int8_path=exported)
+    assert first.name == "onnx-int8"
+    (key, entry), = ((k, v) for k, v in memo.read_backend_memo().items() if k != "weights_id")
+    memo.write_backend_memo({key.replace("+onnx-int8", "+openvino-int8"): entry})  # a memo of another record
+    again, notes = backend_select.choose(model, torch.device("cpu"), x, "auto", "int8", onnx_path=exported, memo=memo,
+                                         record=_int8_record("openvino-int8"), int8_path=exported)
+    assert again.name == "openvino-int8" and "onnx-int8 is not an int8 runtime judged; choosing again" in notes

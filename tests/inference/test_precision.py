@@ -13,8 +13,11 @@ import pneumoscope
 from pneumoscope.cli import main
 from pneumoscope.errors import PneumoscopeError
 from pneumoscope.inference import precision
+from pneumoscope.inference.backends import openvino_available
 from pneumoscope.inference.options import PredictOptions
+from pneumoscope.inference.predictor import PneumoscopeWarning
 from pneumoscope.runs import Run
+from tests.test_locks import Holder
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +34,10 @@ def test_export_judges_every_precision_this_machine_has(judged, capsys):
     assert "precision on" in out and "fp32" in out and "reference" in out
     record = Run(judged).read_precision()
     assert record["available"] and record["max_drop"] == 0.005 and record["validation_images"] >= 1
-    assert "int8" in record["precisions"]  # every CPU runs ONNX Runtime int8
+    # every CPU runs int8: the one calibrated model judged on each runtime, OpenVINO's first
+    assert [(k, e["backend"]) for k, e in record["precisions"].items() if k.startswith("int8")] == (
+        [("int8", "openvino-int8"), ("int8-onnx", "onnx-int8")] if openvino_available() else [("int8", "onnx-int8")])
+    assert record["arithmetic"] == precision.arithmetic(torch.device("cpu"))
     for name, e in record["precisions"].items():
         assert set(e) >= {"dice_kaggle", "dice_pos", "drop", "decision_flips", "accepted", "reason", "ms_per_image"}
         assert e["accepted"] == (e["reason"] == "accepted"), name
@@ -48,14 +54,16 @@ def test_predict_says_which_precision_and_why(judged, tiny_synth):
     used = next((p for p in ("int8", "bf16") if p in model.backend.name), "fp32")
     assert line.startswith(f"precision {used}")
     if used != "fp32":
-        assert record["precisions"][used]["accepted"] and "accepted" in line
+        entry = next(e for e in record["precisions"].values() if e["backend"] == model.backend.name)
+        assert entry["accepted"] and "accepted" in line
 
 
 def test_a_forced_precision_says_what_validation_said(judged, tiny_synth):
     path = sorted((tiny_synth / "png_images").glob("*.png"))[0]
     model = pneumoscope.load_run(judged, precision="int8")
     model.predict(path)
-    assert model.backend.name == "onnx-int8"
+    judged_on = {e["backend"] for k, e in Run(judged).read_precision()["precisions"].items() if k.startswith("int8")}
+    assert model.backend.name in judged_on  # the faster of the runtimes int8 was judged on
     assert any(n.startswith("precision int8 (forced by --precision): int8 on") for n in model.notes)
 
 
@@ -120,8 +128,8 @@ def test_the_verdict(drops, flips, verdict):
     assert precision.verdict(drops, flips, 0.005) == verdict
 
 
-def test_int8_needs_onnx_runtime_in_one_line():
-    with pytest.raises(PneumoscopeError, match="--precision int8 runs on ONNX Runtime"):
+def test_int8_needs_a_runtime_that_runs_it_in_one_line():
+    with pytest.raises(PneumoscopeError, match="--precision int8 runs on OpenVINO or ONNX Runtime"):
         PredictOptions(backend="torch", precision="int8").check()
 
 
@@ -130,3 +138,41 @@ def test_a_replaced_int8_model_is_named(judged):
     (judged / "model-int8.onnx").write_bytes(b"not the judged model")
     with pytest.raises(PneumoscopeError, match="model-int8.onnx: does not match the sha256"):
         Run(judged).current_int8()
+
+
+def test_the_arithmetic_names_the_vector_features_and_any_limit_on_them(monkeypatch):
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    here = precision.arithmetic(torch.device("cpu"))
+    assert here.startswith("cpu") and f"torch {torch.__version__.split('+')[0]}" in here
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # an AVX2 emulation rounds int8 as AVX2 does
+    limited = precision.arithmetic(torch.device("cpu"))
+    assert limited != here and "ONEDNN_MAX_CPU_ISA=AVX2" in limited
+
+
+@pytest.mark.parametrize("writable", [True, False])
+def test_a_record_judged_with_other_arithmetic_is_not_used(judged, tmp_path, tiny_synth, writable):
+    """int8 on AVX2 multiplies through 16-bit sums, VNNI does not: a verdict of one machine kind
+    is judged again on another (or, in a run another process writes, not used: float32)."""
+    run = tmp_path / "run"
+    shutil.copytree(judged, run)
+    record = Run(run).read_precision()
+    if record is None:  # the module's export test judged it; alone, judge here
+        assert main(["export", "--run", str(run)]) == 0
+        record = Run(run).read_precision()
+    Run(run).write_precision({**record, "arithmetic": "cpu avx2+fma; torch 0.0"})
+    path = sorted((tiny_synth / "png_images").glob("*.png"))[0]
+    if writable:
+        model = pneumoscope.load_run(run)
+        model.predict(path)
+        assert Run(run).read_precision()["arithmetic"] == precision.arithmetic(torch.device("cpu"))
+    else:
+        holder = Holder(run, "train-seg")  # another process writes the run: the predictor only reads
+        try:
+            with pytest.warns(PneumoscopeWarning, match="being written by process"):
+                model = pneumoscope.load_run(run)
+            model.predict(path)
+        finally:
+            holder.stop()
+        assert Run(run).read_precision()["arithmetic"] == "cpu avx2+fma; torch 0.0"
+        assert "fp32" in model.backend.name

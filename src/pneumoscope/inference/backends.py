@@ -1,4 +1,4 @@
-"""Inference backends for the stage-1 U-Net: PyTorch (float32 or bf16/fp16) and ONNX Runtime.
+"""Inference backends for the stage-1 U-Net: PyTorch (float32 or bf16/fp16), ONNX Runtime and OpenVINO.
 
 A backend maps standardised images (N, 1, S, S) float32 to probability maps (N, S, S)
 and the classification head's logits (N,) when the model has a head.
@@ -7,6 +7,7 @@ and the classification head's logits (N,) when the model has a head.
 from __future__ import annotations
 
 import copy
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +82,50 @@ class OnnxBackend:
         out = self.session.run(None, {"image": np.ascontiguousarray(x, dtype=np.float32)})
         cls = out[1].reshape(-1) if len(out) > 1 else None
         return out[0][:, 0], cls
+
+
+class OpenVinoBackend:
+    """OpenVINO (CPU) compiled from an exported ONNX model, float32 or the int8 QDQ model.
+
+    Computation is held to the file's own precision (``INFERENCE_PRECISION_HINT`` f32): OpenVINO would
+    otherwise run a float32 model in bf16 on CPUs that have it, a reduced precision nobody judged. Its
+    kernels follow ``ONEDNN_MAX_CPU_ISA`` (it is built on oneDNN), unlike ONNX Runtime's, which is what
+    lets an AVX2-only CPU be emulated here. One inference request, used under a lock."""
+
+    def __init__(self, path: str | Path, threads: int | None = None, name: str = "openvino-fp32") -> None:
+        try:
+            import openvino as ov
+        except ImportError as exc:
+            raise PneumoscopeError("the openvino backend needs openvino (pip install openvino)") from exc
+        config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        try:
+            core = ov.Core()
+            self.compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+        except Exception as exc:  # OpenVINO raises RuntimeError subclasses of its own for a damaged file
+            first = " ".join(str(exc).split())[:160]
+            raise PneumoscopeError(f"{path}: not an ONNX model that OpenVINO compiles ({first}); delete it "
+                                   "(it is exported again when needed) or run pneumoscope export") from exc
+        self.request = self.compiled.create_infer_request()
+        self.lock = threading.Lock()
+        self.name = name
+
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        with self.lock:  # an infer request is not thread-safe; its output buffers are reused: copied
+            result = self.request.infer({0: np.ascontiguousarray(x, dtype=np.float32)})
+            out = [np.array(result[o]) for o in self.compiled.outputs]
+        cls = out[1].reshape(-1) if len(out) > 1 else None
+        return out[0][:, 0], cls
+
+
+def openvino_available() -> bool:
+    """Whether OpenVINO imports here (a dependency, but not every platform has wheels)."""
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def with_hflip_tta(backend, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-BACKENDS = ("auto", "torch", "onnx")  # auto: the fastest that matches float32 on this machine
+BACKENDS = ("auto", "torch", "onnx", "openvino")  # auto: the fastest that matches float32 on this machine
 PRECISIONS = ("fp32", "bf16", "fp16")  # of the torch backend (fp16 on CUDA only)
-PRECISION_CHOICES = ("auto", *PRECISIONS, "int8")  # int8: ONNX Runtime, calibrated on the run's training images
+PRECISION_CHOICES = ("auto", *PRECISIONS, "int8")  # int8: OpenVINO (or ONNX Runtime), calibrated on the run's training images
 TTA_MODES = ("none", "hflip")
 
 
@@ -44,7 +44,7 @@ class PredictOptions:
             if value not in choices:
                 raise PneumoscopeError(f"{flag} {value!r}: unknown; choose one of {', '.join(choices)}")
         if self.precision == "int8" and self.backend == "torch":
-            raise PneumoscopeError("--precision int8 runs on ONNX Runtime: use --backend auto or onnx")
+            raise PneumoscopeError("--precision int8 runs on OpenVINO or ONNX Runtime: use --backend auto, openvino or onnx")
         if self.batch_size < 1:
             raise PneumoscopeError(f"--batch-size {self.batch_size}: must be at least 1")
         if self.threads is not None and self.threads < 1:

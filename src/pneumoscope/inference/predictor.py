@@ -30,7 +30,7 @@ from ..stage1.postprocess import Rule, load_rule
 from . import select
 from .backends import with_hflip_tta
 from .options import PredictOptions
-from .precision import judge, precision_notes
+from .precision import applies, judge, precision_notes
 
 
 @dataclass
@@ -150,11 +150,12 @@ class Predictor:
         if self.backend is not None:
             return
         onnx_path = None
-        if self.opts.backend in ("auto", "onnx"):
+        if self.opts.backend in ("auto", "onnx", "openvino"):
             onnx_path = self.run.current_onnx()
             if onnx_path is None and self.read_only:
-                if self.opts.backend == "onnx":
-                    raise PneumoscopeError(f"onnx backend unavailable: {self.run.root} is being written by another process")
+                if self.opts.backend in ("onnx", "openvino"):
+                    raise PneumoscopeError(f"{self.opts.backend} backend unavailable: {self.run.root} is being written by "
+                                           "another process")
             elif onnx_path is None:
                 try:
                     from .export import export_onnx
@@ -162,8 +163,8 @@ class Predictor:
                     self.say("exporting the model to ONNX (once per run; checked against PyTorch) ...")
                     onnx_path, _ = export_onnx(self.run)
                 except (PneumoscopeError, OSError) as exc:
-                    if self.opts.backend == "onnx":
-                        raise PneumoscopeError(f"onnx backend unavailable: {exc}") from exc
+                    if self.opts.backend in ("onnx", "openvino"):
+                        raise PneumoscopeError(f"{self.opts.backend} backend unavailable: {exc}") from exc
                     self.notes.append(f"onnx unavailable ({exc})")
         record = self._precision_record()
         int8 = self.run.current_int8() if record is not None else None
@@ -182,6 +183,10 @@ class Predictor:
         if self.opts.precision == "fp32":
             return None
         record = self.run.read_precision()
+        if record is not None and not applies(record, self.device):  # judged with another machine's arithmetic
+            if not self.read_only:
+                self.say("reduced precision was judged on another kind of machine; judging it here")
+            record = None
         if record is None and not self.read_only:
             try:
                 with self.run.writing("predict (precision judgement)"):

@@ -1,8 +1,9 @@
 """Choose the inference backend on this machine: fastest among those that match float32.
 
-Candidates: PyTorch float32 (channels_last), ONNX Runtime float32 (exported with a parity check),
-the reduced precisions the run's validation images accepted (bf16/fp16 autocast, ONNX Runtime int8:
-:mod:`.precision`) and eager float32 PyTorch itself, which is always valid. Float32 paths are
+Candidates: PyTorch float32 (channels_last), ONNX Runtime and OpenVINO float32 (of the export that
+passed its parity check), the reduced precisions the run's validation images accepted (bf16/fp16
+autocast; int8 on the runtime that was judged, OpenVINO or ONNX Runtime: :mod:`.precision`) and eager
+float32 PyTorch itself, which is always valid. Float32 paths are
 compared with eager float32 on a probe of the real inputs: they must agree within 1e-4 and give the
 same masks wherever the reference is decided (more than 1e-3 from a threshold). A reduced precision
 forced without a precision record is held to mask Dice >= 0.995 on every probe image. A path that
@@ -12,6 +13,7 @@ remembered per machine in the run folder and re-verified on each call's probe.
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -24,7 +26,7 @@ from torch import nn
 from ..errors import PneumoscopeError
 from ..runs import Run
 from ..stage1.metrics import per_image_dice
-from .backends import OnnxBackend, TorchBackend, bf16_supported
+from .backends import OnnxBackend, OpenVinoBackend, TorchBackend, bf16_supported, openvino_available
 
 DICE_MIN = 0.995
 FP32_TOLERANCE = 1e-4
@@ -43,9 +45,11 @@ def _cpu_name() -> str:
 
 
 def machine_key(device: torch.device) -> str:
-    """What the speed ranking depends on: processor or GPU, torch version."""
+    """What the speed ranking depends on: processor or GPU (with any limit put on its instruction
+    set, as an AVX2 emulation does), torch version."""
     what = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
-    return f"{device.type}|{what}|torch {torch.__version__}"
+    limits = "".join(f" {k}={os.environ[k]}" for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY") if os.environ.get(k))
+    return f"{device.type}|{what}{limits}|torch {torch.__version__}"
 
 
 def _ms_per_image(backend, x: np.ndarray, calls: int = 2) -> float:
@@ -96,6 +100,17 @@ def accepted(record: dict | None) -> set[str]:
     return {k for k, v in (record or {}).get("precisions", {}).items() if v.get("accepted")}
 
 
+def int8_runtimes(record: dict | None, only_accepted: bool = False) -> list[str]:
+    """The backends the record judged int8 on (``openvino-int8``, ``onnx-int8``): the only ones offered."""
+    return [str(e.get("backend", "onnx-int8")) for k, e in (record or {}).get("precisions", {}).items()
+            if k.startswith("int8") and (e.get("accepted") or not only_accepted)]
+
+
+def _file_backend(name: str, path: Path, threads: int | None):
+    """An ONNX Runtime or OpenVINO backend of an exported file, by backend name."""
+    return (OpenVinoBackend if name.startswith("openvino-") else OnnxBackend)(path, threads, name=name)
+
+
 def candidates(model: nn.Module, device: torch.device, backend: str, precision: str, compile: bool,
                onnx_path: Path | None, threads: int | None = None, record: dict | None = None,
                int8_path: Path | None = None) -> list[tuple[object, bool | str]]:
@@ -113,10 +128,15 @@ def candidates(model: nn.Module, device: torch.device, backend: str, precision: 
                 out.append((TorchBackend(model, device, name, True, compile), JUDGED if record is not None else True))
         if precision in ("auto", "fp32"):
             out.append((TorchBackend(model, device, "fp32", True, compile), False))
-    if backend in ("auto", "onnx") and int8_path is not None and (precision == "int8" or (precision == "auto" and "int8" in ok)):
-        out.append((OnnxBackend(int8_path, threads, name="onnx-int8"), JUDGED))
-    if backend in ("auto", "onnx") and onnx_path is not None and precision in ("auto", "fp32"):
-        out.append((OnnxBackend(onnx_path, threads), False))
+    if int8_path is not None and precision in ("int8", "auto"):
+        for name in int8_runtimes(record, only_accepted=precision == "auto"):
+            if backend in ("auto", name.split("-")[0]):
+                out.append((_file_backend(name, int8_path, threads), JUDGED))
+    if onnx_path is not None and precision in ("auto", "fp32"):
+        if backend in ("auto", "openvino") and device.type == "cpu" and openvino_available():
+            out.append((OpenVinoBackend(onnx_path, threads), False))
+        if backend in ("auto", "onnx"):
+            out.append((OnnxBackend(onnx_path, threads), False))
     if not out:
         raise PneumoscopeError(f"no {backend} backend with precision {precision} on {device.type}")
     return out
@@ -136,7 +156,8 @@ def choose(model: nn.Module | Callable[[], nn.Module], device: torch.device, x: 
     needs no PyTorch model at all). ``model``: the U-Net, or a function that builds it when needed.
     ``say`` reports progress on a first call."""
     get_model = (lambda: model) if isinstance(model, nn.Module) else model
-    key = f"{machine_key(device)}|{backend}|{precision}|compile={compile}|accepted={'+'.join(sorted(accepted(record))) or 'none'}"
+    ok = sorted({*accepted(record), *int8_runtimes(record, only_accepted=True)})  # int8 by the runtimes accepted
+    key = f"{machine_key(device)}|{backend}|{precision}|compile={compile}|accepted={'+'.join(ok) or 'none'}"
     known = memo.read_backend_memo() if memo is not None else {}
     notes: list[str] = []
     if key in known:
@@ -193,10 +214,12 @@ def _reverify(name: str, stored: tuple | None, get_model: Callable[[], nn.Module
     else:
         probe = x[:2]
         ref_prob, _ = TorchBackend(get_model(), device, "fp32", False)(probe)
-    if name == "onnx-fp32" and onnx_path is not None and backend in ("auto", "onnx"):
-        cands = [(OnnxBackend(onnx_path, threads), False)]
-    elif name == "onnx-int8" and int8_path is not None and backend in ("auto", "onnx"):
-        cands = [(OnnxBackend(int8_path, threads, name="onnx-int8"), JUDGED)]
+    path = {"fp32": onnx_path, "int8": int8_path}.get(name.rsplit("-", 1)[-1])
+    family = name.split("-")[0]
+    if family in ("onnx", "openvino") and path is not None and backend in ("auto", family):
+        if name.endswith("int8") and name not in int8_runtimes(record):  # int8 is judged per runtime
+            return None, f"{name} is not an int8 runtime judged; choosing again"
+        cands = [(_file_backend(name, path, threads), JUDGED if name.endswith("int8") else False)]
     else:
         cands = [c for c in candidates(get_model(), device, backend, precision, compile, None, threads, record)
                  if c[0].name == name]
