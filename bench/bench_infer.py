@@ -1,5 +1,6 @@
-"""Inference at the machine's limit: every backend's speed and agreement, and `predict` end to end
-against a plain hand-written script, on this machine. Prints tables (and the CPU it ran on).
+"""Inference at the machine's limit: every backend and precision's speed, agreement and validation
+verdict, and `predict` end to end against a plain hand-written script, on this machine. Prints tables
+(and the CPU it ran on).
 
     .venv/bin/python bench/bench_infer.py [--run RUN] [--files 48] [--repeats 5]
     .venv/bin/python bench/bench_infer.py --cache-files 1080        # the training data path only
@@ -7,7 +8,11 @@ against a plain hand-written script, on this machine. Prints tables (and the CPU
 Model: a ResNet34 U-Net at 512 px (the issue's case). Without ``--run`` the bench trains one briefly on
 phantoms at 128 px and saves the weights as a 512 px run (the U-Net is fully convolutional).
 Backends run in their own processes (peak memory is their own), batch 8 (predict's default), median
-of ``--repeats``; agreement is the minimum mask Dice against eager float32 over the images.
+of ``--repeats``; agreement is the minimum mask Dice against eager float32 over the images. The
+reduced precisions are the product's own: a copy of the run is judged as ``export`` does (int8
+calibrated on the run's training images, each runtime judged on its validation images), and each
+row shows the validation metrics, their drop against float32, the stage-2 decision flips, the verdict
+and the share of the peak of its precision (bf16 2x, int8 4x the float32 peak).
 End to end: `pneumoscope predict` on ``--files`` real 1024 px radiographs (the shared SIIM and NIH
 samples; phantoms written at 1024 px when absent), a first call on a fresh copy of the run (export,
 backend choice) and a second call, against a 25-line PIL + eager PyTorch script on the same files.
@@ -19,7 +24,6 @@ import argparse
 import json
 import os
 import re
-import resource
 import shutil
 import subprocess
 import sys
@@ -30,10 +34,15 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from bench.common import peak_mb  # noqa: E402
+
 SHARED = ROOT.parent / "shared" / "data"
 SIZE = 512
 BATCH = 8
-BACKENDS = ["torch-fp32-eager", "torch-fp32-cl", "torch-bf16-cl", "onnx-fp32", "onnx-fp32-seq", "onnx-int8", "openvino-fp32"]
+BACKENDS = ["torch-fp32-eager", "torch-fp32-cl", "torch-bf16-cl", "onnx-fp32", "onnx-fp32-seq", "onnx-int8",
+            "openvino-fp32", "openvino-int8"]
+PEAK_FACTOR = {"fp32": 1, "bf16": 2, "fp16": 2, "int8": 4}
 
 
 # -- the machine ------------------------------------------------------------------------------
@@ -100,71 +109,59 @@ def inputs(n: int = BATCH):
     return sample_inputs(SIZE, n, seed=2024)
 
 
-def calibration_images(n: int = 16):
-    """Calibration set for int8: phantoms at the model size (stand-ins for the run's validation images)."""
-    from pneumoscope.inference.export import sample_inputs
-
-    return sample_inputs(SIZE, n, seed=99)
-
-
 def backend(name: str, run: Path):
+    """The product's backend of that name on the (judged) run: its export and its int8 model."""
     import torch
 
-    from pneumoscope.inference.backends import OnnxBackend, TorchBackend, bf16_supported
+    from pneumoscope.inference.backends import OnnxBackend, OpenVinoBackend, TorchBackend, bf16_supported
     from pneumoscope.runs import Run
     from pneumoscope.stage1.unet import load_model
 
     folder = Run(run)
     if name.startswith("onnx") or name.startswith("openvino"):
-        onnx = folder.current_onnx()
-        if onnx is None:
-            from pneumoscope.inference.export import export_onnx
-
-            onnx, _ = export_onnx(folder)
-        if name == "onnx-fp32":
-            return OnnxBackend(onnx)
-        if name == "onnx-fp32-seq":  # one thread: the floor when the cores are busy elsewhere
-            return OnnxBackend(onnx, threads=1)
-        if name == "onnx-int8":
-            return OnnxBackend(quantize(onnx, run))
-        return openvino_backend(onnx)
+        path = folder.current_int8() if name.endswith("int8") else folder.current_onnx()
+        if path is None:
+            raise SystemExit(json.dumps({"error": "no int8 model (the run's data could not be read)" if name.endswith("int8")
+                                         else "no export"}))
+        kind = OpenVinoBackend if name.startswith("openvino") else OnnxBackend
+        return kind(path, threads=1 if name == "onnx-fp32-seq" else None)  # -seq: one thread, the floor when cores are busy
     model, _ = load_model(folder, torch.device("cpu"))
     if "bf16" in name and not bf16_supported(torch.device("cpu")):
         raise SystemExit(json.dumps({"error": "no native bf16 on this CPU"}))
     return TorchBackend(model, torch.device("cpu"), "bf16" if "bf16" in name else "fp32", channels_last="-cl" in name)
 
 
-def quantize(onnx: Path, run: Path) -> Path:
-    """ONNX Runtime static int8 (QDQ, per-channel weights), calibrated on 16 images."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+def judged_copy(run: Path, work: Path) -> tuple[Path, dict]:
+    """A copy of the run, exported and judged as ``pneumoscope export`` does (its own folder untouched)."""
+    import torch
 
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.items = iter([{"image": x[None]} for x in calibration_images()])
+    from pneumoscope.inference.export import export_onnx
+    from pneumoscope.inference.options import PredictOptions
+    from pneumoscope.inference.precision import judge
+    from pneumoscope.inference.predictor import Predictor
+    from pneumoscope.runs import Run
 
-        def get_next(self):
-            return next(self.items, None)
-
-    out = run / "model-int8.onnx"
-    if not out.is_file():
-        quantize_static(str(onnx), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-    return out
+    copy = work / "judged"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("precision.json", "backend*", "model*.onnx", "export.json"))
+    export_onnx(Run(copy))
+    pred = Predictor(copy, PredictOptions(precision="fp32"))
+    return copy, judge(Run(copy), pred.model, torch.device("cpu"), pred.stage2)
 
 
-def openvino_backend(onnx: Path):
-    import openvino as ov
-
-    core = ov.Core()
-    compiled = core.compile_model(core.read_model(str(onnx)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    request = compiled.create_infer_request()
-
-    def run(x):
-        out = request.infer({0: x})
-        return np.asarray(out[compiled.outputs[0]])[:, 0], None
-
-    run.name = "openvino-fp32"
-    return run
+def validation_cells(name: str, record: dict) -> list[str]:
+    """dice_kaggle (drop), dice_pos (drop), decision flips and verdict of a backend on the validation images."""
+    if not record.get("available"):
+        return ["n/a", "n/a", "", f"not judged: {record.get('reason', '?')[:60]}"]
+    ref = record["reference"]
+    entry = next((e for e in record["precisions"].values() if e["backend"] == name), None)
+    if entry is None:  # a float32 path: it reproduces float32 (the parity checks), so float32's own numbers
+        pos = "n/a" if ref["dice_pos"] is None else f"{ref['dice_pos']:.4f}"
+        return [f"{ref['dice_kaggle']:.4f}", pos, "0", "float32 (reference)" if "fp32" in name else "not judged here"]
+    drop = entry["drop"]
+    dk = f"{entry['dice_kaggle']:.4f} ({-drop['dice_kaggle']:+.4f})" if "dice_kaggle" in drop else f"{entry['dice_kaggle']:.4f}"
+    dp = "n/a" if entry["dice_pos"] is None else (f"{entry['dice_pos']:.4f} ({-drop['dice_pos']:+.4f})" if "dice_pos" in drop
+                                                   else f"{entry['dice_pos']:.4f}")
+    return [dk, dp, str(entry["decision_flips"]), entry["reason"]]
 
 
 def worker(name: str, run: Path, repeats: int, ref: Path) -> None:
@@ -184,7 +181,7 @@ def worker(name: str, run: Path, repeats: int, ref: Path) -> None:
         np.save(ref, masks)
     dice = float(per_image_dice(masks, np.load(ref)).min())
     print(json.dumps({"backend": name, "ms": float(np.median(times)) * 1000 / len(x), "dice": dice,
-                      "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                      "rss_mb": peak_mb(os.getpid())}))  # VmHWM: ru_maxrss would carry the parent's peak across exec
 
 
 # -- end to end -----------------------------------------------------------------------------
@@ -238,7 +235,7 @@ def timed(cmd: list[str]) -> tuple[float, str]:
 def end_to_end(run: Path, files: Path, work: Path, n: int) -> dict:
     fresh = work / "fresh-run"
     shutil.copytree(run, fresh)
-    for derived in ("model.onnx", "export.json", "backend.json", "model-int8.onnx"):
+    for derived in ("model.onnx", "export.json", "backend.json", "backend-probe.npz", "model-int8.onnx", "precision.json"):
         (fresh / derived).unlink(missing_ok=True)
     cli = [sys.executable, "-m", "pneumoscope", "predict", "--run", str(fresh), str(files)]
     first, _ = timed([*cli, "--out", str(work / "p1")])
@@ -307,7 +304,7 @@ def main() -> None:
             print(f"  {what:<70}{ips:>8.1f} images/s")
         if not args.backends:
             return
-    run = args.run or make_run(work)
+    run, record = judged_copy(args.run or make_run(work), work)
     gflop = flops_per_image(run)
     ref = work / "ref.npy"
     rows = []
@@ -318,26 +315,30 @@ def main() -> None:
         res = json.loads(line) if line.startswith("{") else {"error": (p.stderr.strip().splitlines() or ["failed"])[-1][:100]}
         rows.append({"backend": name, **res})
     base = rows[0]["ms"]
-    print(f"\nResNet34 U-Net at {SIZE}x{SIZE}, batch {BATCH}, median of {args.repeats}; {gflop:.1f} GFLOP per image")
-    print("| backend | ms/img | x eager | min mask Dice vs fp32 | peak RSS MB | GFLOP/s | % of fp32 peak |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"\nResNet34 U-Net at {SIZE}x{SIZE}, batch {BATCH}, median of {args.repeats}; {gflop:.1f} GFLOP per image; "
+          f"validation: {record.get('validation_images', 0)} images, accepted when dice_kaggle and dice_pos drop <= "
+          f"{record.get('max_drop', 0):g} and no stage-2 decision changes")
+    print("| backend | ms/img | x eager | min mask Dice vs fp32 | val dice_kaggle (drop) | val dice_pos (drop) | decision flips | "
+          "verdict | peak RSS MB | GFLOP/s | % of its precision's peak |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         if "error" in r:
-            print(f"| {r['backend']} | unavailable: {r['error']} | | | | | |")
+            print(f"| {r['backend']} | unavailable: {r['error']} | | | | | | | | | |")
             continue
         gps = gflop / (r["ms"] / 1000)
-        print(f"| {r['backend']} | {r['ms']:.1f} | {base / r['ms']:.2f} | {r['dice']:.4f} | {r['rss_mb']:.0f} | {gps:.0f} | "
-              f"{100 * gps / max(cpu['peak_gflops'], 1):.0f} % |")
+        peak = cpu["peak_gflops"] * PEAK_FACTOR[next((p for p in ("int8", "bf16", "fp16") if p in r["backend"]), "fp32")]
+        print(f"| {r['backend']} | {r['ms']:.1f} | {base / r['ms']:.2f} | {r['dice']:.4f} | "
+              f"{' | '.join(validation_cells(r['backend'], record))} | {r['rss_mb']:.0f} | {gps:.0f} | {100 * gps / max(peak, 1):.0f} % |")
     print("GFLOP/s: the network's direct-convolution FLOPs (torch.utils.flop_counter) / time. Winograd-style 3x3 kernels "
           "(oneDNN, ONNX Runtime, OpenVINO) do fewer real operations and the clock is the nominal one, so rates above "
-          "100 % of the float32 peak mean such fast paths, not a wrong peak; bf16 and int8 have higher peaks of their own.")
+          "100 % of the peak mean such fast paths, not a wrong peak. Peaks: float32 as above, bf16 2x, int8 4x.")
     files = real_files(work, args.files)
     e2e = end_to_end(run, files, work, args.files)
     model_ms = next((r["ms"] for r in rows if r["backend"].replace("-eager", "") == e2e["backend"] and "ms" in r), float("nan"))
     print(f"\n`pneumoscope predict` on {args.files} real 1024 px PNGs (1-bit mask PNG + 512 px JPEG overlay per image, CSV):")
     print("| | ms/image | vs the chosen backend's model time |")
     print("|---|---|---|")
-    print(f"| first call on a new run (export, backend choice) | {e2e['first_ms']:.0f} | {e2e['first_ms'] / model_ms:.2f}x |")
+    print(f"| first call on a new run (export, precision judgement, backend choice) | {e2e['first_ms']:.0f} | {e2e['first_ms'] / model_ms:.2f}x |")
     print(f"| next calls (backend {e2e['backend']}, remembered), whole process | {e2e['again_ms']:.0f} | {e2e['again_ms'] / model_ms:.2f}x |")
     print(f"| next calls, predict's loop (decode, model, post-processing, writing) | {e2e['loop_ms']:.0f} | "
           f"{e2e['loop_ms'] / model_ms:.2f}x ({e2e['loop_ms'] / e2e['in_model_ms']:.2f}x the model's time inside it) |")

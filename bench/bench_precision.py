@@ -20,10 +20,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.bench_infer import cpu_info  # noqa: E402
+from bench.bench_infer import PEAK_FACTOR, cpu_info  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "precision.jsonl"
-PEAK_FACTOR = {"fp32": 1, "bf16": 2, "fp16": 2, "int8": 4}
 
 
 def gflop_per_image(run: Path) -> float:
