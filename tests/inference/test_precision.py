@@ -64,7 +64,7 @@ def test_a_forced_precision_says_what_validation_said(judged, tiny_synth):
     model.predict(path)
     judged_on = {e["backend"] for k, e in Run(judged).read_precision()["precisions"].items() if k.startswith("int8")}
     assert model.backend.name in judged_on  # the faster of the runtimes int8 was judged on
-    assert any(n.startswith("precision int8 (forced by --precision): int8 on") for n in model.notes)
+    assert any(n.startswith("precision int8 (forced by --precision): int8") and "validation image(s)" in n for n in model.notes)
 
 
 def test_float32_is_asked_for_and_nothing_is_judged(stage2_run, tmp_path, tiny_synth):
@@ -114,7 +114,7 @@ def test_a_precision_that_costs_accuracy_is_refused_and_auto_keeps_float32(stage
     entry = record["precisions"]["bf16"]
     assert not entry["accepted"] and ("drops" in entry["reason"] or "decision" in entry["reason"])
     model.predict(sorted((tiny_synth / "png_images").glob("*.png"))[0])
-    assert "bf16" not in model.backend.name and any("precision fp32: bf16 on" in n for n in model.notes)
+    assert "bf16" not in model.backend.name and any("precision fp32: bf16 (zeros) on" in n for n in model.notes)
 
 
 @pytest.mark.parametrize("drops, flips, verdict", [

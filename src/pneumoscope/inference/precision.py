@@ -230,7 +230,8 @@ def _ms(backend, x: np.ndarray) -> float:
 def describe(name: str, entry: dict, record: dict) -> str:
     """One line: what the validation images said of a precision."""
     drops = ", ".join(f"{k} {'-' if v > 0 else '+'}{abs(v):.4f}" for k, v in entry["drop"].items())
-    return (f"{name} on {record['validation_images']} validation image(s): {drops}, {entry['decision_flips']} decision "
+    return (f"{name} ({entry.get('backend', '?')}) on {record['validation_images']} validation image(s): {drops}, "
+            f"{entry['decision_flips']} decision "
             f"flip(s): {entry['reason']} (max drop {record['max_drop']:g})")
 
 
