@@ -2,7 +2,7 @@
 
 Candidates: PyTorch float32 (channels_last), ONNX Runtime and OpenVINO float32 (of the export that
 passed its parity check), the reduced precisions the run's validation images accepted (bf16/fp16
-autocast; int8 on the runtime that was judged, OpenVINO or ONNX Runtime: :mod:`.precision`) and eager
+autocast; int8 on each runtime it was judged and accepted on, OpenVINO, ONNX Runtime: :mod:`.precision`) and eager
 float32 PyTorch itself, which is always valid. Float32 paths are
 compared with eager float32 on a probe of the real inputs: they must agree within 1e-4 and give the
 same masks wherever the reference is decided (more than 1e-3 from a threshold). A reduced precision
