@@ -233,8 +233,15 @@ def cmd_serve(args: argparse.Namespace) -> None:
     check_exposure(args.host, token, args.insecure_no_token)
     sock = listen(args.host, args.port)  # first: a bad or taken port fails before the model loads
     try:
-        app = create_app(args.run, args.max_upload_mb, args.keep_uploads, backend=args.backend,
-                         max_megapixels=args.max_megapixels, token=token, say=lambda line: print(line, flush=True))
+        from .inference.options import PredictOptions
+        from .inference.predictor import Predictor
+
+        say = lambda line: print(line, flush=True)  # noqa: E731
+        pred = Predictor(args.run, PredictOptions(backend=args.backend, max_megapixels=args.max_megapixels), say)
+        app = create_app(args.run, args.max_upload_mb, args.keep_uploads, predictor=pred,
+                         max_megapixels=args.max_megapixels, token=token, say=say)
+        for line in pred.warm_up():  # before the first request: export, precision judgement, backend choice
+            say(line)
     except BaseException:
         sock.close()
         raise
@@ -259,7 +266,11 @@ def cmd_listen(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     for noisy in ("pynetdicom", "highdicom", "dicomweb_client"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
-    node = Node(args.run, args.spool, opts, Predictor(args.run, PredictOptions(backend=args.backend, device=args.device)))
+    say = logging.getLogger("pneumoscope.node").info  # the node's log (stderr); stdout says only where it listens
+    pred = Predictor(args.run, PredictOptions(backend=args.backend, device=args.device), say)
+    for line in pred.warm_up():  # before the first study: export, precision judgement, backend choice
+        say(line)
+    node = Node(args.run, args.spool, opts, pred)
     port = node.start()
     print(f"listening as {opts.ae_title} on {opts.host}:{port} (spool {args.spool}); results ({', '.join(opts.kinds)}) to "
           f"{', '.join(str(d) for d in opts.destinations)}; allowed callers: {', '.join(opts.allow) or 'any'}", flush=True)

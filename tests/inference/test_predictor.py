@@ -140,3 +140,17 @@ def test_a_remembered_onnx_backend_is_reverified_without_building_the_pytorch_mo
     third = pneumoscope.load_run(run, backend="onnx")
     third.predict(path)
     assert any("remembered" in n for n in third.notes)
+
+
+def test_warm_up_chooses_the_backend_before_the_first_image(stage2_run, tmp_path, tiny_synth):
+    """serve and listen warm up at start: the first request or study then pays for nothing."""
+    run = tmp_path / "run"
+    shutil.copytree(stage2_run, run, ignore=shutil.ignore_patterns("backend*", "precision.json", "model*.onnx", "export.json"))
+    said: list[str] = []
+    pred = pneumoscope.Predictor(run, pneumoscope.PredictOptions(), said.append)
+    notes = pred.warm_up()
+    assert pred.backend is not None and any(n.startswith("backend ") for n in notes)
+    assert any(n.startswith("precision") for n in notes) and any("judging reduced precision" in s for s in said)
+    chosen = pred.backend
+    pred.predict(sorted((tiny_synth / "png_images").glob("*.png"))[0])
+    assert pred.backend is chosen  # not chosen again on the first image

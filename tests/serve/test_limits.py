@@ -41,11 +41,13 @@ def server(stage2_run, tmp_path_factory):
         proc = subprocess.Popen([sys.executable, "-m", "pneumoscope", "serve", "--run", str(stage2_run), "--port", str(port),
                                  "--backend", "torch", "--max-upload-mb", "2", "--max-megapixels", "25"],
                                 stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    for _ in range(300):
+    for _ in range(1200):  # the server warms up first (export, precision judgement, backend choice)
         if "serving" in log.read_text():
             break
         assert proc.poll() is None, log.read_text()
         time.sleep(0.1)
+    text = log.read_text()
+    assert "backend torch-" in text and text.index("backend torch-") < text.index("serving")  # warmed up before serving
     yield port, proc.pid
     proc.terminate()
     proc.wait(timeout=30)
