@@ -455,13 +455,43 @@ class Run:
         """What the export's parity check measured."""
         self._write_derived(self._p(EXPORT_REPORT), report)
 
-    def read_precision(self) -> dict | None:
-        """What the validation images said of each reduced precision (None: not judged for these weights)."""
-        return self._read_derived(self._p(PRECISION), schema.PRECISION)
+    def _precision_file(self) -> dict | None:
+        """``precision.json``: one record per machine arithmetic (``records``), the one written last
+        (``latest``) and the sha256 of the int8 model every record judged. A file of one record (as
+        written before records were kept per machine) reads as that one record."""
+        data = self._read_derived(self._p(PRECISION))
+        if data is None:
+            return None
+        path, remedy = self._p(PRECISION), REMEDY[PRECISION]
+        if "records" not in data:  # one record: its own arithmetic (none recorded: matches no machine)
+            data = {"records": {str(data.get("arithmetic", "")): data}, "latest": str(data.get("arithmetic", "")),
+                    "int8_sha256": data.get("int8_sha256")}
+        records = data["records"]
+        if not isinstance(records, dict) or not records:
+            raise schema.fail(path, "records", f"is {records!r:.60}, not a mapping of records", remedy)
+        for key, record in records.items():
+            schema.check(record, schema.PRECISION, path, remedy, f"records.{key}.")
+        return data
+
+    def read_precision(self, arithmetic: str | None = None) -> dict | None:
+        """What the validation images said of each reduced precision with this ``arithmetic`` (see
+        ``inference.precision.arithmetic``; None: the record written last). None: not judged."""
+        data = self._precision_file()
+        if data is None:
+            return None
+        record = data["records"].get(data.get("latest") if arithmetic is None else arithmetic)
+        return None if record is None else {**record, "int8_sha256": data.get("int8_sha256")}
 
     def write_precision(self, record: dict) -> None:
-        """Save the precision record (tied to the weights, like every derived file)."""
-        self._write_derived(self._p(PRECISION), record)
+        """Save a precision record beside the other machines' (tied to the weights, like every derived
+        file). Records that judged another int8 model than this one's are dropped: that file is gone."""
+        old = self._precision_file() or {"records": {}}
+        digest = record.get("int8_sha256")
+        keep = {k: v for k, v in old["records"].items() if old.get("int8_sha256") == digest or digest is None}
+        key = str(record.get("arithmetic", ""))
+        keep[key] = {k: v for k, v in record.items() if k != "int8_sha256"}
+        self._write_derived(self._p(PRECISION), {"records": keep, "latest": key,
+                                                 "int8_sha256": digest if digest is not None else old.get("int8_sha256")})
 
     @property
     def int8_path(self) -> Path:
@@ -470,8 +500,7 @@ class Run:
 
     def current_int8(self) -> Path | None:
         """The int8 model the precision record judged (its sha256 checked), or None."""
-        record = self.read_precision()
-        digest = (record or {}).get("int8_sha256")
+        digest = (self._precision_file() or {}).get("int8_sha256")
         if not isinstance(digest, str) or not self.int8_path.is_file():
             return None
         self._check_sha256(self.int8_path, digest, PRECISION, REMEDY[PRECISION] + f"; delete {INT8_ONNX} too")

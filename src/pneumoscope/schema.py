@@ -128,7 +128,7 @@ CLASSIFIER = {"format": Text(("pneumoscope-stage2-classifier/1",)), "n_boosters"
               "members": Any_((list,))}
 ISOTONIC = {"method": Text(("isotonic",)), "x": Any_((list,)), "y": Any_((list,))}
 SIGMOID = {"method": Text(("sigmoid",)), "a": Num(), "b": Num()}
-PRECISION = {"available": Flag(), "max_drop": Num(0, 1), "weights_id": WEIGHTS_ID}
+PRECISION = {"available": Flag(), "max_drop": Num(0, 1)}  # each record of the precision file (one per machine arithmetic)
 EXPORT_REPORT = {"passed": Flag(), "tolerance": Num(0, 1), "weights_id": WEIGHTS_ID}
 WEIGHTS_HEADER = {"format": Text(("pneumoscope-unet/1",)), "weights_id": WEIGHTS_ID, "config": Text(),
                   "split_sha": Text(pattern=HEX16), "state": Text()}

@@ -3,6 +3,8 @@ what predict and export say."""
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 
 import numpy as np
@@ -133,11 +135,14 @@ def test_int8_needs_a_runtime_that_runs_it_in_one_line():
         PredictOptions(backend="torch", precision="int8").check()
 
 
-def test_a_replaced_int8_model_is_named(judged):
-    Run(judged).read_precision()
-    (judged / "model-int8.onnx").write_bytes(b"not the judged model")
+def test_a_replaced_int8_model_is_named(judged, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(judged, run)  # the module's judged run stays whole for the other tests
+    if Run(run).read_precision() is None:
+        assert main(["export", "--run", str(run)]) == 0
+    (run / "model-int8.onnx").write_bytes(b"not the judged model")
     with pytest.raises(PneumoscopeError, match="model-int8.onnx: does not match the sha256"):
-        Run(judged).current_int8()
+        Run(run).current_int8()
 
 
 def test_the_arithmetic_names_the_vector_features_and_any_limit_on_them(monkeypatch):
@@ -150,22 +155,33 @@ def test_the_arithmetic_names_the_vector_features_and_any_limit_on_them(monkeypa
     assert limited != here and "ONEDNN_MAX_CPU_ISA=AVX2" in limited
 
 
+OTHER = "cpu avx2+fma; torch 0.0"  # a kind of machine this is not
+
+
 @pytest.mark.parametrize("writable", [True, False])
-def test_a_record_judged_with_other_arithmetic_is_not_used(judged, tmp_path, tiny_synth, writable):
-    """int8 on AVX2 multiplies through 16-bit sums, VNNI does not: a verdict of one machine kind
-    is judged again on another (or, in a run another process writes, not used: float32)."""
+def test_a_run_judged_on_another_kind_of_machine_only_is_judged_here_too(judged, tmp_path, tiny_synth, writable):
+    """int8 on AVX2 multiplies through 16-bit sums, VNNI does not: a verdict of one machine kind is
+    not used on another. The run keeps one record per kind, on the same int8 model (or, in a run
+    another process writes, none is made here: float32)."""
     run = tmp_path / "run"
     shutil.copytree(judged, run)
     record = Run(run).read_precision()
     if record is None:  # the module's export test judged it; alone, judge here
         assert main(["export", "--run", str(run)]) == 0
         record = Run(run).read_precision()
-    Run(run).write_precision({**record, "arithmetic": "cpu avx2+fma; torch 0.0"})
+    int8_before = (run / "model-int8.onnx").read_bytes()
+    (run / "precision.json").unlink()
+    Run(run).write_precision({**record, "arithmetic": OTHER})  # judged elsewhere only
+    here = precision.arithmetic(torch.device("cpu"))
+    assert Run(run).read_precision(here) is None and Run(run).read_precision(OTHER) is not None
     path = sorted((tiny_synth / "png_images").glob("*.png"))[0]
     if writable:
         model = pneumoscope.load_run(run)
         model.predict(path)
-        assert Run(run).read_precision()["arithmetic"] == precision.arithmetic(torch.device("cpu"))
+        assert Run(run).read_precision(here)["arithmetic"] == here  # judged here ...
+        assert Run(run).read_precision(OTHER) is not None  # ... beside the other machine's record
+        assert (run / "model-int8.onnx").read_bytes() == int8_before  # on the same int8 model, not a recalibrated one
+        assert Run(run).current_int8() is not None
     else:
         holder = Holder(run, "train-seg")  # another process writes the run: the predictor only reads
         try:
@@ -174,5 +190,39 @@ def test_a_record_judged_with_other_arithmetic_is_not_used(judged, tmp_path, tin
             model.predict(path)
         finally:
             holder.stop()
-        assert Run(run).read_precision()["arithmetic"] == "cpu avx2+fma; torch 0.0"
-        assert "fp32" in model.backend.name
+        assert Run(run).read_precision(here) is None and "fp32" in model.backend.name
+
+
+def test_precision_records_are_kept_per_machine_and_dropped_with_their_int8_model(stage2_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(stage2_run, run, ignore=shutil.ignore_patterns("precision.json"))
+    base = {"available": True, "max_drop": 0.005, "precisions": {}}
+    Run(run).write_precision({**base, "arithmetic": "a", "int8_sha256": "1" * 64})
+    Run(run).write_precision({**base, "arithmetic": "b", "int8_sha256": "1" * 64})
+    assert Run(run).read_precision("a") is not None and Run(run).read_precision()["arithmetic"] == "b"
+    Run(run).write_precision({**base, "arithmetic": "c", "int8_sha256": "2" * 64})  # another int8 model: a, b judged a gone file
+    assert Run(run).read_precision("a") is None and Run(run).read_precision("b") is None
+    assert Run(run).read_precision("c")["int8_sha256"] == "2" * 64
+
+
+def test_a_precision_file_of_one_record_reads_as_that_machines(stage2_run, tmp_path):
+    """precision.json as the previous version wrote it: one record, at the top."""
+    run = tmp_path / "run"
+    shutil.copytree(stage2_run, run, ignore=shutil.ignore_patterns("precision.json"))
+    r = Run(run)
+    (run / "precision.json").write_text(json.dumps({"available": True, "max_drop": 0.005, "precisions": {},
+                                                    "arithmetic": "x", "weights_id": r.weights_id()}))
+    assert r.read_precision("x")["available"] and r.read_precision("y") is None and r.read_precision()["arithmetic"] == "x"
+
+
+@pytest.mark.parametrize("content, needle", [
+    ({"records": []}, "field 'records' is [], not a mapping of records"),
+    ({"records": {"x": {"available": True, "max_drop": 7}}}, "field 'records.x.max_drop' is 7, outside [0, 1]"),
+    ({"records": {"x": {"max_drop": 0.005}}}, "field 'records.x.available' is missing"),
+])
+def test_a_damaged_precision_file_is_one_line_naming_the_field(stage2_run, tmp_path, content, needle):
+    run = tmp_path / "run"
+    shutil.copytree(stage2_run, run, ignore=shutil.ignore_patterns("precision.json"))
+    (run / "precision.json").write_text(json.dumps({**content, "weights_id": Run(run).weights_id()}))
+    with pytest.raises(PneumoscopeError, match=re.escape(needle)):
+        Run(run).read_precision()

@@ -21,7 +21,8 @@ The precision record (a derived file of the weights, named in runs.py) holds eve
 a run whose validation images cannot be read is recorded as such: float32 only, and said. Reduced
 precision rounds differently on different instruction sets (int8 on AVX2 multiplies through 16-bit
 sums that can saturate, VNNI does not), so a record holds for the :func:`arithmetic` it was judged
-with; on another it is judged again.
+with, and the run keeps one record per arithmetic: a run folder shared by two kinds of machines is
+judged once on each, on the same int8 model.
 """
 
 from __future__ import annotations
@@ -73,11 +74,6 @@ def arithmetic(device: torch.device) -> str:
         except PackageNotFoundError:
             pass
     return "; ".join([what, *versions])
-
-
-def applies(record: dict | None, device: torch.device) -> bool:
-    """Whether a precision record was judged with this machine's arithmetic."""
-    return record is not None and record.get("arithmetic") == arithmetic(device)
 
 
 @dataclass
@@ -160,9 +156,11 @@ def candidates(run: Run, model: torch.nn.Module, device: torch.device, x_calib: 
     if device.type == "cpu":
         from .export import export_onnx
 
-        onnx = run.current_onnx() or export_onnx(run)[0]
-        say(f"calibrating int8 on {len(x_calib)} training image(s) ...")
-        int8 = build_int8(onnx, run.int8_path, x_calib)
+        int8 = run.current_int8()  # judged on another machine already: the same model, judged here too
+        if int8 is None:
+            onnx = run.current_onnx() or export_onnx(run)[0]
+            say(f"calibrating int8 on {len(x_calib)} training image(s) ...")
+            int8 = build_int8(onnx, run.int8_path, x_calib)
         if openvino_available():
             out["int8"] = OpenVinoBackend(int8, name="openvino-int8")
         out["int8-onnx" if out.get("int8") else "int8"] = OnnxBackend(int8, name="onnx-int8")

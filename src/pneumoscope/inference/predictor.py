@@ -30,7 +30,7 @@ from ..stage1.postprocess import Rule, load_rule
 from . import select
 from .backends import with_hflip_tta
 from .options import PredictOptions
-from .precision import applies, judge, precision_notes
+from .precision import arithmetic, judge, precision_notes
 
 
 @dataclass
@@ -191,11 +191,9 @@ class Predictor:
         being written, nor when float32 is asked for)."""
         if self.opts.precision == "fp32":
             return None
-        record = self.run.read_precision()
-        if record is not None and not applies(record, self.device):  # judged with another machine's arithmetic
-            if not self.read_only:
-                self.say("reduced precision was judged on another kind of machine; judging it here")
-            record = None
+        record = self.run.read_precision(arithmetic(self.device))  # each kind of machine has its own
+        if record is None and not self.read_only and self.run.read_precision() is not None:
+            self.say("reduced precision was judged on another kind of machine only; judging it here too")
         if record is None and not self.read_only:
             try:
                 with self.run.writing("predict (precision judgement)"):
