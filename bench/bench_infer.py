@@ -148,20 +148,22 @@ def judged_copy(run: Path, work: Path) -> tuple[Path, dict]:
     return copy, judge(Run(copy), pred.model, torch.device("cpu"), pred.stage2)
 
 
+def metric_cells(entry: dict) -> list[str]:
+    """dice_kaggle and dice_pos of a precision record entry, each with its change against float32
+    when the entry has one (the reference has none)."""
+    drop = entry.get("drop", {})
+    return ["n/a" if entry[k] is None else f"{entry[k]:.4f}" + (f" ({-drop[k]:+.4f})" if k in drop else "")
+            for k in ("dice_kaggle", "dice_pos")]
+
+
 def validation_cells(name: str, record: dict) -> list[str]:
     """dice_kaggle (drop), dice_pos (drop), decision flips and verdict of a backend on the validation images."""
     if not record.get("available"):
         return ["n/a", "n/a", "", f"not judged: {record.get('reason', '?')[:60]}"]
-    ref = record["reference"]
     entry = next((e for e in record["precisions"].values() if e["backend"] == name), None)
     if entry is None:  # a float32 path: it reproduces float32 (the parity checks), so float32's own numbers
-        pos = "n/a" if ref["dice_pos"] is None else f"{ref['dice_pos']:.4f}"
-        return [f"{ref['dice_kaggle']:.4f}", pos, "0", "float32 (reference)" if "fp32" in name else "not judged here"]
-    drop = entry["drop"]
-    dk = f"{entry['dice_kaggle']:.4f} ({-drop['dice_kaggle']:+.4f})" if "dice_kaggle" in drop else f"{entry['dice_kaggle']:.4f}"
-    dp = "n/a" if entry["dice_pos"] is None else (f"{entry['dice_pos']:.4f} ({-drop['dice_pos']:+.4f})" if "dice_pos" in drop
-                                                   else f"{entry['dice_pos']:.4f}")
-    return [dk, dp, str(entry["decision_flips"]), entry["reason"]]
+        return [*metric_cells(record["reference"]), "0", "float32 (reference)" if "fp32" in name else "not judged here"]
+    return [*metric_cells(entry), str(entry["decision_flips"]), entry["reason"]]
 
 
 def worker(name: str, run: Path, repeats: int, ref: Path) -> None:

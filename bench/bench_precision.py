@@ -20,7 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.bench_infer import PEAK_FACTOR, cpu_info  # noqa: E402
+from bench.bench_infer import PEAK_FACTOR, cpu_info, metric_cells  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "precision.jsonl"
 
@@ -68,10 +68,7 @@ def main() -> None:
     for name, e in rows:
         gps = gflop / (e["ms_per_image"] / 1000)
         peak = cpu["peak_gflops"] * PEAK_FACTOR[name.split("-")[0]]  # int8-onnx: int8 on ONNX Runtime
-        drop = e["drop"]
-        dk = f"{e['dice_kaggle']:.4f} ({-drop['dice_kaggle']:+.4f})" if "dice_kaggle" in drop else f"{e['dice_kaggle']:.4f}"
-        dp = "n/a" if e["dice_pos"] is None else (f"{e['dice_pos']:.4f} ({-drop['dice_pos']:+.4f})" if "dice_pos" in drop
-                                                  else f"{e['dice_pos']:.4f}")
+        dk, dp = metric_cells(e)
         print(f"| {name} | {e['backend']} | {e['ms_per_image']:.1f} | {ref['ms_per_image'] / e['ms_per_image']:.2f} | {dk} | {dp} | "
               f"{e['decision_flips']} | {e['reason']} | {100 * gps / max(peak, 1):.0f} % |")
     with open(args.results, "a") as fh:

@@ -50,6 +50,12 @@ ARITHMETIC_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512
 ISA_LIMITS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
 
 
+def isa_limits() -> str:
+    """Limits put on the instruction set this process uses (" ONEDNN_MAX_CPU_ISA=AVX2 ..."; "" for
+    none): an emulated AVX2 machine is another machine for both speed and rounding."""
+    return "".join(f" {k}={os.environ[k]}" for k in ISA_LIMITS if os.environ.get(k))
+
+
 def arithmetic(device: torch.device) -> str:
     """What reduced precision's results depend on here: the GPU, or the CPU's vector features and
     any limit put on them, and the runtimes' versions. A precision record holds for one of these."""
@@ -64,9 +70,7 @@ def arithmetic(device: torch.device) -> str:
                 flags = set(next((ln for ln in fh if ln.startswith("flags")), ":").split(":", 1)[1].split())
         except OSError:
             pass
-        what = "cpu " + "+".join(f for f in ARITHMETIC_FLAGS if f in flags)
-        limits = [f"{k}={os.environ[k]}" for k in ISA_LIMITS if os.environ.get(k)]
-        what += "".join(f" {v}" for v in limits)
+        what = "cpu " + "+".join(f for f in ARITHMETIC_FLAGS if f in flags) + isa_limits()
     versions = []
     for pkg in ("torch", "onnxruntime", "openvino"):
         try:

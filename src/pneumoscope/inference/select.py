@@ -13,7 +13,6 @@ remembered per machine in the run folder and re-verified on each call's probe.
 
 from __future__ import annotations
 
-import os
 import platform
 import time
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from ..errors import PneumoscopeError
 from ..runs import Run
 from ..stage1.metrics import per_image_dice
 from .backends import OnnxBackend, OpenVinoBackend, TorchBackend, bf16_supported, openvino_available
+from .precision import isa_limits
 
 DICE_MIN = 0.995
 FP32_TOLERANCE = 1e-4
@@ -48,8 +48,7 @@ def machine_key(device: torch.device) -> str:
     """What the speed ranking depends on: processor or GPU (with any limit put on its instruction
     set, as an AVX2 emulation does), torch version."""
     what = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
-    limits = "".join(f" {k}={os.environ[k]}" for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY") if os.environ.get(k))
-    return f"{device.type}|{what}{limits}|torch {torch.__version__}"
+    return f"{device.type}|{what}{isa_limits()}|torch {torch.__version__}"
 
 
 def _ms_per_image(backend, x: np.ndarray, calls: int = 2) -> float:
