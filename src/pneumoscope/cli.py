@@ -107,10 +107,23 @@ def cmd_evaluate_cls(args: argparse.Namespace) -> None:
     print(f"wrote {m['path']} and {m['reliability_plot']}")
 
 
+def _quiet_dicom_libraries() -> None:
+    """pydicom's and highdicom's remarks on the values of the files read (one per value, repeated for
+    each object made) are not shown: what changes an answer or a result is said in pneumoscope's own
+    lines (the DICOM notes, skipped files)."""
+    import logging
+    import warnings
+
+    for name in ("pydicom", "highdicom"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+        warnings.filterwarnings("ignore", category=UserWarning, module=rf"{name}(\.|$)")
+
+
 def cmd_predict(args: argparse.Namespace) -> None:
     from .inference.archive import predict_files
     from .inference.options import PredictOptions
 
+    _quiet_dicom_libraries()
     opts = PredictOptions(backend=args.backend, precision=args.precision, compile=args.compile, tta=args.tta,
                           postprocess=not args.no_postprocess, batch_size=args.batch_size, workers=args.workers,
                           threads=args.threads,
@@ -123,12 +136,22 @@ def cmd_predict(args: argparse.Namespace) -> None:
         return
     for note in r["notes"]:
         print(note)
+    _say_per_file([f"skipped: {s['reason']}" for s in r["skipped_files"]], "skipped.csv")
+    _say_per_file([f"{f}: {note}" for f, note in r["dicom_notes"]], "the dicom_note column of predictions.csv")
     share = f", {r['model_seconds'] / r['seconds']:.0%} of it in the model" if r["seconds"] > 0 and r["predicted"] else ""
     print(f"predicted {r['predicted']} images ({r['images_per_second']:.2f} img/s{share})"
           + (f", {r['already_done']} already done" if r["already_done"] else "")
           + (f", skipped {r['skipped']} (see skipped.csv)" if r["skipped"] else "")
           + f"; wrote {Path(args.out) / 'predictions.csv'}" + (f" and {args.submission}" if args.submission else "")
           + (f"; DICOM results ({', '.join(_dicom_objects(args.dicom_objects))}) in {args.dicom_out}" if args.dicom_out else ""))
+
+
+def _say_per_file(lines: list[str], where: str, most: int = 20) -> None:
+    """One line per file on stderr (at most ``most``, then how many more and where they are listed)."""
+    for line in lines[:most]:
+        print(line, file=sys.stderr)
+    if len(lines) > most:
+        print(f"... and {len(lines) - most} more (all in {where})", file=sys.stderr)
 
 
 def _dicom_objects(text: str) -> tuple[str, ...]:
@@ -229,6 +252,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from .serve.auth import check_exposure, read_token
     from .serve.listen import listen
 
+    _quiet_dicom_libraries()
     token = read_token(args.token_file)
     check_exposure(args.host, token, args.insecure_no_token)
     sock = listen(args.host, args.port)  # first: a bad or taken port fails before the model loads
@@ -264,8 +288,9 @@ def cmd_listen(args: argparse.Namespace) -> None:
                        destinations=tuple(Destination.parse(t) for t in args.send_to or ()), quiet=args.quiet_seconds,
                        kinds=parse_kinds(args.dicom_objects), retry=args.retry_seconds, log_phi=args.log_phi).check()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
-    for noisy in ("pynetdicom", "highdicom", "dicomweb_client"):
+    for noisy in ("pynetdicom", "dicomweb_client"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    _quiet_dicom_libraries()
     say = logging.getLogger("pneumoscope.node").info  # the node's log (stderr); stdout says only where it listens
     pred = Predictor(args.run, PredictOptions(backend=args.backend, device=args.device), say)
     for line in pred.warm_up():  # before the first study: export, precision judgement, backend choice

@@ -4,7 +4,7 @@ nobody here wrote: dciodvfy (dicom3tools) for the standard's IOD rules, highdico
 from __future__ import annotations
 
 import shutil
-import subprocess
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -17,18 +17,11 @@ from pneumoscope.cli import main
 from pneumoscope.errors import PneumoscopeError
 from pneumoscope.inference.predictor import Prediction
 from pneumoscope.results import Algorithm, dicom_results, parse_kinds
-from pneumoscope.results.source import Source, fix_age
+from pneumoscope.results.header import fix_age
+from pneumoscope.results.source import Source
 from tests.dicom_samples import SIIM_VARIANTS, siim_dicom
 from tests.helpers import one_error_line
-
-
-def dciodvfy_errors(path) -> list[str]:
-    """The error lines dciodvfy prints for a file (skip when dicom3tools is not installed)."""
-    tool = shutil.which("dciodvfy")
-    if tool is None:
-        pytest.skip("dciodvfy is not installed (apt-get install dicom3tools)")
-    out = subprocess.run([tool, str(path)], capture_output=True, text=True)
-    return [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("Error")]
+from tests.odd_headers import dciodvfy_errors
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +45,8 @@ def test_every_result_passes_dciodvfy_and_reads_back(predicted, siim_sources, va
     mask = cv2.imread(str(predicted / "out" / "masks" / f"{variant}.png"), cv2.IMREAD_GRAYSCALE) > 0
     row = pd.read_csv(predicted / "out" / "predictions.csv").set_index("file").loc[str(predicted / "in" / f"{variant}.dcm")]
     seg_path, sr_path, sc_path = (predicted / "dicom" / f"{variant}.{k}.dcm" for k in ("seg", "sr", "sc"))
-    assert seg_path.exists() == bool(mask.any())  # a SEG only of a mask that has pixels
+    # a SEG only of a finding whose mask has pixels (a "normal" decision gets none beside its SR's "Absent")
+    assert seg_path.exists() == (bool(mask.any()) and row["decision"] == "pneumothorax")
     written = [p for p in (seg_path, sr_path, sc_path) if p.exists()]
     for path in written:
         assert dciodvfy_errors(path) == [], path.name
@@ -142,15 +136,18 @@ def test_a_png_asked_for_dicom_results_writes_nothing(dicom_run, siim_sources, t
 
 
 @pytest.mark.parametrize("missing", ["StudyInstanceUID", "SOPInstanceUID"])
-def test_a_dicom_without_what_results_reference_is_named(dicom_run, tmp_path, capsys, missing):
+def test_a_dicom_without_what_results_reference_is_predicted_and_its_row_says_why_no_results(
+        dicom_run, tmp_path, capsys, missing):
     path = siim_dicom(tmp_path / "x.dcm", "j2k")
     ds = pydicom.dcmread(path)
     delattr(ds, missing)
     ds.save_as(path)
     assert main(["predict", "--run", str(dicom_run), str(path), "--out", str(tmp_path / "out"),
-                 "--dicom-out", str(tmp_path / "dicom")]) == 2
-    assert f"has no {missing}" in one_error_line(capsys)
-    assert not (tmp_path / "dicom").exists()
+                 "--dicom-out", str(tmp_path / "dicom"), "--backend", "torch"]) == 0
+    row = pd.read_csv(tmp_path / "out" / "predictions.csv", keep_default_na=False).iloc[0]
+    assert row["dicom_note"].startswith(f"no DICOM results: has no {missing}")
+    assert f"x.dcm: no DICOM results: has no {missing}" in capsys.readouterr().err
+    assert not list((tmp_path / "dicom").glob("*.dcm"))
     with pytest.raises(PneumoscopeError, match=f"has no {missing}"):
         load_run(dicom_run, backend="torch").predict(path).to_dicom()
 
@@ -201,3 +198,53 @@ def test_save_dicom_names_files_after_the_source(dicom_run, siim_sources, tmp_pa
     assert sorted(p.name for p in paths.values()) == ["mono1.sc.dcm", "mono1.sr.dcm"]
     ds = pydicom.dcmread(siim_sources["mono1"])
     assert result.save_dicom(tmp_path / "b", source=ds, kinds="sr")["sr"].name == "result.sr.dcm"
+
+
+E2E_BUNDLED = ["CT_small.dcm", "MR_small_jp2klossless.dcm", "JPEG2000.dcm", "SC_rgb_jpeg_dcmtk.dcm", "examples_ybr_color.dcm",
+               "liver_1frame.dcm", "rtdose.dcm", "test-SR.dcm", "no_meta.dcm", "ExplVR_BigEnd.dcm", "SC_rgb_small_odd.dcm"]
+E2E_CHARSETS = ["chrJapMulti.dcm", "chrH31.dcm", "chrRuss.dcm", "chrGreek.dcm"]
+
+
+def test_predict_dicom_out_over_every_odd_dicom(dicom_run, predicted, tmp_path, capsys):
+    """``predict --dicom-out --skip-bad`` over the odd headers, pydicom's files, pneumoscope's own results
+    and a cut file: exit 0, one line per refused file, every object written valid (dciodvfy) but for
+    the source UIDs a result must reference as they are, and a rerun with the results inside the input
+    folder predicts nothing of its own."""
+    from tests.dicom_samples import PYDICOM_FILES
+    from tests.odd_headers import ODD, errors_beyond, odd_dicoms
+
+    inputs = tmp_path / "in"
+    odd_dicoms(inputs)
+    for name in E2E_BUNDLED:
+        shutil.copy(PYDICOM_FILES / name, inputs / f"pydicom_{name}")
+    for name in E2E_CHARSETS:
+        shutil.copy(PYDICOM_FILES.parent / "charset_files" / name, inputs / f"pydicom_{name}")
+    for k in ("sr", "sc", "seg"):
+        own = next((predicted / "dicom").glob(f"*.{k}.dcm"), None)
+        if own is not None:
+            shutil.copy(own, inputs / f"own.{k}.dcm")
+    (inputs / "cut.dcm").write_bytes((inputs / "no_modality.dcm").read_bytes()[:700])
+    out, dicom = tmp_path / "out", inputs / "results"
+    args = ["predict", "--run", str(dicom_run), str(inputs), "--out", str(out), "--dicom-out", str(dicom),
+            "--skip-bad", "--backend", "torch"]
+    assert main(args) == 0
+    err = capsys.readouterr().err.splitlines()
+    skipped = pd.read_csv(out / "skipped.csv")
+    rows = pd.read_csv(out / "predictions.csv", keep_default_na=False)
+    assert len([e for e in err if e.startswith("skipped: ")]) == len(skipped) >= 5
+    assert {"own.sr.dcm", "own.sc.dcm", "cut.dcm", "pydicom_liver_1frame.dcm", "pydicom_rtdose.dcm"} <= {
+        p.split("/")[-1] for p in skipped["file"]}
+    assert skipped.set_index(skipped["file"].str.split("/").str[-1]).loc["own.sc.dcm", "reason"].endswith(
+        "pneumoscope's own overlay, not a radiograph: not predicted again")
+    assert len(rows) + len(skipped) == len(list(inputs.glob("*.dcm")))
+    written = sorted(dicom.glob("*.dcm"))
+    assert len(written) >= 2 * len(ODD)
+    for path in written:
+        kept = ODD.get(path.name.split(".")[0], (None, None, None))[2]
+        assert errors_beyond(dciodvfy_errors(path), kept) == [], path.name
+    for _, r in rows.iterrows():  # a file without results says why
+        if not list(dicom.glob(f"{Path(r['file']).stem}.*.dcm")):
+            assert "no DICOM results" in r["dicom_note"], r["file"]
+    assert main(args) == 0  # rerun: the results inside the input folder are not inputs
+    again = capsys.readouterr()
+    assert "predicted 0 images" in again.out and len(pd.read_csv(out / "skipped.csv")) == len(skipped)

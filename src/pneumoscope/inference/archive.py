@@ -25,9 +25,11 @@ def predict_files(run: str | Path, inputs: list[str | Path], out: str | Path, op
     sub_path = Path(opts.submission) if opts.submission else None
     if sub_path is not None and sub_path.is_dir():
         raise PneumoscopeError(f"--submission {sub_path}: is a folder; name the CSV file to write")
-    # one entry per file, however named; never the pictures of this or an earlier call under --out
-    own = Path(out).resolve()
-    files = [f for f in dict.fromkeys(_resolve(f) for f in list_images(list(inputs))) if not f.is_relative_to(own)]
+    # one entry per file, however named; never the pictures of this or an earlier call under --out, nor
+    # the DICOM results under --dicom-out (another call's results elsewhere are known by their header)
+    own = [Path(out).resolve()] + ([Path(opts.dicom_out).resolve()] if opts.dicom_out else [])
+    files = [f for f in dict.fromkeys(_resolve(f) for f in list_images(list(inputs)))
+             if not any(f.is_relative_to(o) for o in own)]
     if not files:
         raise PneumoscopeError(f"no image files found in the inputs (the output folder {out} is not read)")
     if opts.dicom_out:

@@ -6,7 +6,8 @@ The output folder (``predict --out``), owned by :class:`PredictionFolder`:
 - ``masks/<name>.png`` (1-bit PNG, 0/255 read as grey, the image's own size), ``overlays/<name>.jpg`` and, with
   ``gradcam``, ``gradcam/<name>.png``;
 - ``predictions.csv``: one row per image (its resolved path, size, mask area, max probability,
-  and P(pneumothorax) with the decision when the run has a stage-2 classifier);
+  P(pneumothorax) with the decision when the run has a stage-2 classifier, and with ``--dicom-out``
+  a ``dicom_note``: empty, or what its DICOM results changed or why it has none);
 - ``skipped.csv`` for unreadable files (``skip_bad``) and, when asked, a SIIM submission CSV.
 
 Files are decoded by worker threads while the model runs; at most two batches are in memory.
@@ -31,13 +32,13 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ..data.io import MAX_PIXELS, MIN_SIDE, check_file, encode_jpeg, encode_mask_png, encode_png, read_image
+from ..data.io import MAX_PIXELS, MIN_SIDE, check_file, encode_jpeg, encode_mask_png, encode_png, is_dicom, read_image
 from ..data.rle import encode
 from ..errors import PneumoscopeError
 from ..files import ENCODING, atomic_write, check_writable_folder, csv_text, write_csv
@@ -47,6 +48,7 @@ from .predictor import Predictor
 
 CSV_FIELDS = ["file", "width", "height", "mask_area_px", "max_prob"]
 STAGE2_FIELDS = ["p_pneumothorax", "decision"]
+DICOM_FIELDS = ["dicom_note"]  # with --dicom-out: what the DICOM results could not take from the source, or why there are none
 SKIPPED_FIELDS = ["file", "reason"]
 UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\\ud800-\udfff]")  # control and path characters, undecodable bytes
 
@@ -81,6 +83,7 @@ class PredictionFolder:
         self.skipped_csv = self.root / "skipped.csv"
         self._names: dict[str, str] = {}  # resolved path -> picture name
         self._taken: set[str] = set()
+        self.dicom_notes: list[tuple[str, str]] = []  # (file, note) of this call's DICOM results that say something
 
     def rows(self) -> list[dict]:
         """The complete rows of ``predictions.csv``, in order; a row cut short by a killed run
@@ -209,31 +212,70 @@ def _complete_row(row: dict) -> bool:
         return False
 
 
-Item = tuple[Path, "np.ndarray | None", dict, str, Any]  # path, image, metadata, error, DICOM source (or None)
+class Item(NamedTuple):
+    """One input as read for prediction."""
+
+    path: Path
+    image: np.ndarray | None  # None: not predicted (``error`` says why)
+    meta: dict
+    error: str
+    source: Any = None  # with DICOM results: a results.Source, or why the file cannot have any (str)
+    ours: bool = False  # a result pneumoscope made: never predicted, said even without --skip-bad
 
 
-def _read(path: Path, dicom: bool = False) -> Item:
+def _read(path: Path, dicom: bool = False, max_pixels: int = MAX_PIXELS) -> Item:
+    from ..data.dicom import read_dicom_dataset
+    from ..results.identity import NOT_IMAGES, made_by_pneumoscope
+
     try:
-        if not dicom:
-            return (path, *read_image(path, min_side=MIN_SIDE), "", None)
-        # results go back as DICOM (every input is one): read once, keep the dataset they reference
-        from ..data.dicom import read_dicom_dataset
-        from ..results.source import Source
-
-        img, meta, ds = read_dicom_dataset(str(check_file(path)), str(path), MAX_PIXELS, MIN_SIDE)
-        return path, img, meta, "", Source.of(ds, img, str(path))
+        checked = check_file(path)
+        if not is_dicom(checked):
+            return Item(path, *read_image(checked, max_pixels, min_side=MIN_SIDE), "")
+        img, meta, ds = read_dicom_dataset(str(checked), str(path), max_pixels, MIN_SIDE)
     except PneumoscopeError as exc:
-        return path, None, {}, str(exc), None
+        own = _own_result(path)  # an SR of ours has no pixels: known by its header
+        return Item(path, None, {}, _not_again(path, own) if own else str(exc), None, bool(own))
+    own = made_by_pneumoscope(ds)
+    if own:
+        return Item(path, None, {}, _not_again(path, own), None, True)
+    if str(ds.get("SOPClassUID", "")) in NOT_IMAGES:
+        return Item(path, None, {}, f"{path}: {NOT_IMAGES[str(ds.SOPClassUID)]}, not a radiograph")
+    if not dicom:
+        return Item(path, img, meta, "")
+    from ..results.source import Source  # results go back as DICOM: the header they reference, read once
+
+    try:
+        return Item(path, img, meta, "", Source.of(ds, img, str(path)))
+    except PneumoscopeError as exc:  # predicted all the same; its row says why it has no DICOM results
+        text = str(exc)
+        return Item(path, img, meta, "", "no DICOM results: " + (text[len(str(path)) + 2:] if text.startswith(f"{path}: ") else text))
 
 
-def stream(files: list[Path], batch_size: int, workers: int, dicom: bool = False) -> Iterator[list[Item]]:
+def _own_result(path: Path) -> str | None:
+    """What result of pneumoscope's the DICOM file at ``path`` is, by its header (None: none, or unreadable)."""
+    from ..results.identity import made_by_pneumoscope
+
+    try:
+        import pydicom
+
+        return made_by_pneumoscope(pydicom.dcmread(str(path), stop_before_pixels=True, force=True))
+    except Exception:  # unreadable: its own error says so
+        return None
+
+
+def _not_again(path: Path, kind: str) -> str:
+    return f"{path}: pneumoscope's own {kind}, not a radiograph: not predicted again"
+
+
+def stream(files: list[Path], batch_size: int, workers: int, dicom: bool = False,
+           max_pixels: int = MAX_PIXELS) -> Iterator[list[Item]]:
     """Batches of decoded files, decoded ahead by ``workers`` threads (at most two batches held);
     with ``dicom``, each DICOM's header is kept for its DICOM results."""
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        pending = [pool.submit(_read, f, dicom) for f in files[:batch_size]]
+        pending = [pool.submit(_read, f, dicom, max_pixels) for f in files[:batch_size]]
         nxt = batch_size
         while pending:
-            ahead = [pool.submit(_read, f, dicom) for f in files[nxt : nxt + batch_size]]
+            ahead = [pool.submit(_read, f, dicom, max_pixels) for f in files[nxt : nxt + batch_size]]
             nxt += batch_size
             yield [fut.result() for fut in pending]
             pending = ahead
@@ -247,12 +289,12 @@ def predict_into(folder: PredictionFolder, run: str | Path, files: list[Path], s
     earlier = folder.rows()
     todo = plan(folder, earlier, files)
     pred = Predictor(run, opts, say) if todo else None
-    fields = check_fields(folder, earlier, pred)
+    fields = check_fields(folder, earlier, pred, bool(opts.dicom_out))
     n_done, skipped, seconds = predict_loop(folder, pred, todo, fields, opts)
     n_skipped = folder.write_skipped({str(f) for f in todo}, skipped)
     if sub_path is not None:
         folder.write_submission(sub_path, folder.rows())
-    return summary(n_done, len(skipped), n_skipped, len(files) - len(todo), seconds, pred)
+    return summary(n_done, len(skipped), n_skipped, len(files) - len(todo), seconds, pred, skipped, folder.dicom_notes)
 
 
 def plan(folder: PredictionFolder, earlier: list[dict], files: list[Path]) -> list[Path]:
@@ -266,18 +308,25 @@ def plan(folder: PredictionFolder, earlier: list[dict], files: list[Path]) -> li
     return [f for f in files if str(f) not in done]
 
 
-def check_fields(folder: PredictionFolder, earlier: list[dict], pred: Predictor | None) -> list[str]:
+def check_fields(folder: PredictionFolder, earlier: list[dict], pred: Predictor | None, dicom: bool = False) -> list[str]:
     """The columns of predictions.csv: the earlier rows' when nothing is left to predict, else the run's
-    (with stage 2's when it has a classifier); a folder written with other columns is refused."""
-    fields = list(earlier[0]) if pred is None else CSV_FIELDS + (STAGE2_FIELDS if pred.stage2 is not None else [])
+    (with stage 2's when it has a classifier, and the DICOM note with DICOM results); a folder written
+    with other columns is refused."""
+    fields = list(earlier[0]) if pred is None else (
+        CSV_FIELDS + (STAGE2_FIELDS if pred.stage2 is not None else []) + (DICOM_FIELDS if dicom else []))
     if earlier and list(earlier[0]) != fields:
-        raise PneumoscopeError(f"{folder.csv}: written with other columns (another run?); use another --out or --no-resume")
+        why = ("without --dicom-out" if "dicom_note" in fields else "with --dicom-out") if (
+            "dicom_note" in fields) != ("dicom_note" in earlier[0]) else "with other columns (another run?)"
+        raise PneumoscopeError(f"{folder.csv}: written {why}; use another --out or --no-resume")
     return fields
 
 
-def summary(n_done: int, n_skipped: int, skipped_total: int, already: int, seconds: float, pred: Predictor | None) -> dict:
-    """What predict_files returns: counts, throughput and the backend's notes."""
+def summary(n_done: int, n_skipped: int, skipped_total: int, already: int, seconds: float, pred: Predictor | None,
+            skipped_files: list[dict] = (), dicom_notes: list[tuple[str, str]] = ()) -> dict:
+    """What predict_files returns: counts, throughput, the backend's notes, and this process's skipped
+    files (rows of skipped.csv) and DICOM notes (file, note)."""
     return {"predicted": n_done, "skipped": n_skipped, "skipped_total": skipped_total, "already_done": already,
+            "skipped_files": list(skipped_files), "dicom_notes": list(dicom_notes),
             "seconds": seconds, "images_per_second": n_done / seconds if seconds > 0 and n_done else 0.0,
             "model_seconds": pred.model_seconds if pred is not None else 0.0,
             "notes": pred.notes if pred is not None else []}
@@ -290,32 +339,37 @@ def predict_loop(folder: PredictionFolder, pred: Predictor | None, todo: list[Pa
     t0, n_done, skipped = time.perf_counter(), 0, []
     workers = opts.workers or max(1, (os.cpu_count() or 2) // 2)
     if opts.dicom_out:  # highdicom and pydicom's code tables only when DICOM results are asked for (~0.13 s)
-        from ..results import dicom_results, write_results
+        from ..results.build import Results, make_results, write_results
 
     def write(good: list, results: list, heats: list) -> None:  # on the writer thread, batch after batch
         rows = []
         for (f, img, _, source), res, heat in zip(good, results, heats):
             folder.write_pictures(folder.name_for(str(f)), img, res.mask, heat, opts.overlay_size)
-            if source is not None:
-                write_results(dicom_results(res, source, pred.algorithm, opts.dicom_objects), opts.dicom_out,
-                              folder.name_for(str(f)))
             row = {"file": str(f), "width": img.shape[1], "height": img.shape[0], "mask_area_px": res.mask_area_px,
                    "max_prob": round(res.max_prob, 6)}
             if res.p_pneumothorax is not None:
                 row["p_pneumothorax"] = round(res.p_pneumothorax, 6)
                 row["decision"] = res.decision
+            if opts.dicom_out:
+                made = Results({}, (source,)) if isinstance(source, str) else make_results(
+                    res, source, pred.algorithm, opts.dicom_objects)
+                write_results(made, opts.dicom_out, folder.name_for(str(f)))
+                row["dicom_note"] = made.note
+                if made.note:
+                    folder.dicom_notes.append((str(f), made.note))
             rows.append(row)
         folder.append(fields, rows)  # after the pictures: a row means its mask is on disk
 
     # decode ahead (reader threads), predict (here), encode and write behind (one writer thread, in order)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pneumoscope-write") as writer:
         pending = None
-        for batch in stream(todo, opts.batch_size, workers, bool(opts.dicom_out)):
-            bad = [{"file": str(f), "reason": err} for f, img, _, err, _ in batch if img is None]
-            if bad and not opts.skip_bad:
-                raise PneumoscopeError(bad[0]["reason"])
+        for batch in stream(todo, opts.batch_size, workers, bool(opts.dicom_out), int(opts.max_megapixels * 1e6)):
+            bad = [{"file": str(i.path), "reason": i.error} for i in batch if i.image is None]
+            refused = [i for i in batch if i.image is None and not i.ours]
+            if refused and not opts.skip_bad:
+                raise PneumoscopeError(refused[0].error)
             skipped += bad
-            good = [(f, img, meta, source) for f, img, meta, _, source in batch if img is not None]
+            good = [(i.path, i.image, i.meta, i.source) for i in batch if i.image is not None]
             bar.update(len(batch))
             if not good:
                 continue

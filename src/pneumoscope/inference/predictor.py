@@ -58,26 +58,36 @@ class Prediction:
     def to_dicom(self, source: Any = None, kinds: tuple[str, ...] | str = ("seg", "sr", "sc")) -> dict[str, Any]:
         """This result as DICOM objects in the source's study: kind (``seg``, ``sr``, ``sc``) -> pydicom
         Dataset (see :mod:`pneumoscope.results`). ``source``: the DICOM file predicted (default: the
-        path given to ``predict``) or its pydicom Dataset. A PNG source: one line, nothing made."""
-        from ..results import dicom_results, parse_kinds
-        from ..results.source import Source
+        path given to ``predict``), its bytes or its pydicom Dataset. A source that cannot have results
+        (a PNG, no Study Instance UID): one line, nothing made; what the results could not copy from
+        the source as it is comes as a :class:`PneumoscopeWarning`."""
+        return self._results(source, kinds).objects
+
+    def _results(self, source: Any, kinds: tuple[str, ...] | str) -> Any:
+        from ..results import parse_kinds
+        from ..results.build import make_results
 
         if self.algorithm is None:
             raise PneumoscopeError("this Prediction was not made by a Predictor; no algorithm to name in DICOM results")
         source = self.source if source is None else source
         if source is None:
-            raise PneumoscopeError("DICOM results need the source DICOM: pass its path or pydicom Dataset "
+            raise PneumoscopeError("DICOM results need the source DICOM: pass its path, bytes or pydicom Dataset "
                                    "(an array has no study to put them in)")
-        return dicom_results(self, Source.load(source), self.algorithm, parse_kinds(kinds))
+        made = make_results(self, source, self.algorithm, parse_kinds(kinds))
+        if not made.objects:
+            raise PneumoscopeError(f"{source if isinstance(source, (str, Path)) else 'the source'}: {made.note}")
+        for note in made.notes:
+            _warn(f"DICOM results: {note}")
+        return made
 
     def save_dicom(self, folder: str | Path, source: Any = None, kinds: tuple[str, ...] | str = ("seg", "sr", "sc"),
                    stem: str | None = None) -> dict[str, Path]:
         """Write :meth:`to_dicom` into ``folder`` as ``<stem>.<kind>.dcm`` (stem: the source file's); kind -> path."""
-        from ..results import write_results
+        from ..results.build import write_results
 
-        results = self.to_dicom(source, kinds)
         src = source if source is not None else self.source
-        return write_results(results, folder, stem or (Path(src).stem if isinstance(src, (str, Path)) else "result"))
+        return write_results(self._results(source, kinds), folder,
+                             stem or (Path(src).stem if isinstance(src, (str, Path)) else "result"))
 
 
 class Predictor:

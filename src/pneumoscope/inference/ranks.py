@@ -89,7 +89,7 @@ def predict_ranks(folder: PredictionFolder, run: str | Path, files: list[Path], 
             distributed.barrier(info)  # rank 0 chooses the backend first (export, probe, memo)
         if mine:
             pred = Predictor(run, opts, say)
-        fields = check_fields(folder, earlier, pred) if pred is not None or earlier else []
+        fields = check_fields(folder, earlier, pred, bool(opts.dicom_out)) if pred is not None or earlier else []
         if info.is_main:
             if pred is not None and mine:
                 pred.choose_backend(_probe(mine[0]))
@@ -104,7 +104,8 @@ def predict_ranks(folder: PredictionFolder, run: str | Path, files: list[Path], 
         if sub_path is not None:
             folder.write_submission(sub_path, folder.rows())
         seconds = time.perf_counter() - t0
-        out = summary(int(totals[0]), int(totals[1]), n_skipped, len(files) - len(todo), seconds, pred)
+        out = summary(int(totals[0]), int(totals[1]), n_skipped, len(files) - len(todo), seconds, pred, skipped,
+                      view.dicom_notes)
         out["notes"] = out["notes"] + [f"{info.world} processes ({distributed_line(opts, device)})"]
         return out
     finally:

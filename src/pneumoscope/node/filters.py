@@ -12,9 +12,9 @@ RADIOGRAPH_MODALITIES = {"CR", "DX"}
 
 def is_own(ds: Any, manufacturer: str) -> bool:
     """Whether ``ds`` is a result this node (or any pneumoscope) made: loop protection."""
-    if str(ds.get("Manufacturer", "") or "") == manufacturer:
-        return True
-    return any(str(item.get("Manufacturer", "") or "") == manufacturer for item in ds.get("ContributingEquipmentSequence", []))
+    from ..results.identity import made_by_pneumoscope
+
+    return made_by_pneumoscope(ds, manufacturer) is not None
 
 
 def why_not(ds: Any, manufacturer: str) -> str | None:

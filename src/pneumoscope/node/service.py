@@ -132,7 +132,7 @@ class Node:
 
         from ..data.dicom import read_dicom_dataset
         from ..data.io import MIN_SIDE
-        from ..results import dicom_results, write_results
+        from ..results.build import make_results, write_results
         from ..results.source import Source
 
         t0 = time.time()
@@ -153,8 +153,12 @@ class Node:
                     img, meta, ds = read_dicom_dataset(str(f), f.name, int(self.predictor.opts.max_megapixels * 1e6), MIN_SIDE)
                     source = Source.of(ds, img, f.name)
                     res = self.predictor.predict_batch([img], [meta])[0]
-                    made.update({p.name: p for p in write_results(dicom_results(res, source, self.predictor.algorithm,
-                                                                                self.opts.kinds), work, digest(sop, 24)).values()})
+                    results = make_results(res, source, self.predictor.algorithm, self.opts.kinds)
+                    if not results.objects:
+                        raise PneumoscopeError(results.note)
+                    if results.notes:
+                        log.info("study %s: an instance's results: %s", self._study_name(study_uid), results.note)
+                    made.update({p.name: p for p in write_results(results, work, digest(sop, 24)).values()})
                     sources.append(sop)
                     findings.append(res.decision or ("mask" if res.mask.any() else "no mask"))
                 except (PneumoscopeError, OSError, ValueError) as exc:

@@ -1,18 +1,53 @@
-"""Making the asked-for results of one prediction, and writing them: the entry points of :mod:`pneumoscope.results`."""
+"""The one entry to DICOM results: a prediction and its source in, the asked-for objects out (as
+datasets and as Part 10 bytes), with what could not be taken from the source said in a note.
+
+``predict --dicom-out``, the HTTP server, ``pneumoscope listen`` and :meth:`Prediction.to_dicom`
+all call :func:`make_results`. It never raises for what one file holds: a source that cannot have
+results (no Study Instance UID, a segmentation given as a source, a geometry highdicom refuses)
+gives no objects and a note saying why, so that one file costs one line and never a batch.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from ..data.pixels import one_line
 from ..errors import PneumoscopeError
-from ..files import write_via_tmp
-from .capture import secondary_capture
-from .identity import KINDS, Algorithm
+from ..files import atomic_write
+from .capture import caption, secondary_capture
+from .identity import KINDS, NOT_IMAGES, Algorithm
 from .seg import segmentation
 from .source import Source
-from .sr import structured_report
+from .sr import finding_present, structured_report
+
+
+@dataclass(frozen=True)
+class Results:
+    """The DICOM results of one prediction: kind -> pydicom Dataset and kind -> its DICOM Part 10
+    bytes (what is written, sent and stored), and what to say about them."""
+
+    objects: dict[str, Any]
+    notes: tuple[str, ...] = ()
+    encoded: dict[str, bytes] = field(default_factory=dict)
+
+    @property
+    def note(self) -> str:
+        """The notes as one line ('' when there is nothing to say)."""
+        return "; ".join(self.notes)
+
+
+def encode(ds: Any) -> bytes:
+    """A dataset as DICOM Part 10 bytes."""
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
 
 
 def result_name(stem: str, kind: str) -> str:
@@ -20,37 +55,101 @@ def result_name(stem: str, kind: str) -> str:
     return f"{stem}.{kind}.dcm"
 
 
+def make_results(prediction: Any, source: Any, algorithm: Algorithm, kinds: tuple[str, ...] = KINDS,
+                 max_pixels: int | None = None, display: np.ndarray | None = None, name: str | None = None) -> Results:
+    """The asked-for results of ``prediction`` about ``source`` (a :class:`Source`, a DICOM path, its
+    bytes or a pydicom Dataset; ``display``: its pixels when already decoded). A SEG is made only of
+    a finding with a non-empty mask (see docs/dicom.md); the SR references it when there is one.
+    Never raises for the file's content."""
+    try:
+        src = source if isinstance(source, Source) else Source.load(source, max_pixels, display, name)
+    except PneumoscopeError as exc:
+        return Results({}, (f"no DICOM results: {_without_name(str(exc), source)}",))
+    except Exception as exc:  # a header pydicom cannot even parse
+        return Results({}, (f"no DICOM results: the header cannot be read ({exc.__class__.__name__}: {one_line(exc)})",))
+    why = _why_not(src, prediction)
+    if why:
+        return Results({}, (*src.notes, f"no DICOM results: {why}"))
+    try:
+        with warnings.catch_warnings():  # highdicom's and pydicom's remarks on values the notes already name
+            warnings.simplefilter("ignore", UserWarning)
+            objects = _build(prediction, src, algorithm, kinds)
+            encoded = {kind: encode(ds) for kind, ds in objects.items()}
+    except Exception as exc:  # highdicom refuses a geometry or value the cleaning could not foresee
+        return Results({}, (*src.notes, f"no DICOM results: {exc.__class__.__name__}: {one_line(exc)[:300]}"))
+    return Results(objects, src.notes, encoded)
+
+
 def dicom_results(prediction: Any, source: Source, algorithm: Algorithm, kinds: tuple[str, ...] = KINDS) -> dict[str, Any]:
-    """The asked-for results of ``prediction`` about ``source``: kind -> pydicom Dataset. A SEG is
-    made only of a non-empty mask (see docs/dicom.md); the SR references it when there is one."""
-    if prediction.mask.shape != source.display.shape:
-        raise PneumoscopeError(f"{source.name}: mask of shape {prediction.mask.shape} for an image of "
-                               f"{source.display.shape}")
-    with warnings.catch_warnings():  # highdicom's remarks on the source's values (e.g. a one-part name)
-        warnings.simplefilter("ignore", UserWarning)
-        return _build(prediction, source, algorithm, kinds)
+    """The objects of :func:`make_results`, raising :class:`PneumoscopeError` (one line) when there are none."""
+    made = make_results(prediction, source, algorithm, kinds)
+    if not made.objects and kinds:
+        raise PneumoscopeError(f"{getattr(source, 'name', source)}: {made.note}")
+    return made.objects
+
+
+def _without_name(text: str, source: Any) -> str:
+    """An error line without the file name the caller already shows."""
+    name = str(source) if isinstance(source, (str, Path)) else ""
+    return text[len(name) + 2:] if name and text.startswith(name + ": ") else text
+
+
+def _why_not(src: Source, prediction: Any) -> str | None:
+    """Why no result can be about ``src`` (None: it can)."""
+    sop = str(src.ds.get("SOPClassUID", ""))
+    if sop in NOT_IMAGES:
+        return f"the source is {NOT_IMAGES[sop]}, not a radiograph"
+    if prediction.mask.shape != src.display.shape:
+        return f"mask of shape {prediction.mask.shape} for an image of {src.display.shape}"
+    from highdicom._standard_utils import get_sop_class_iod_map  # the classes whose modules highdicom knows
+
+    if sop not in get_sop_class_iod_map():
+        return f"its SOP Class UID {sop[:64]} is no image storage class the results can reference"
+    return None
 
 
 def _build(prediction: Any, source: Source, algorithm: Algorithm, kinds: tuple[str, ...]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    seg = segmentation(source, prediction.mask, algorithm) if prediction.mask.any() and (
+    present = finding_present(prediction)
+    seg = segmentation(source, prediction.mask, algorithm, _digest(prediction.mask)) if present and prediction.mask.any() and (
         "seg" in kinds or "sr" in kinds) else None
     if "seg" in kinds and seg is not None:
         out["seg"] = seg
     if "sr" in kinds:
         out["sr"] = structured_report(source, prediction, algorithm, seg)
     if "sc" in kinds:
-        out["sc"] = secondary_capture(source, prediction, algorithm)
+        out["sc"] = secondary_capture(source, prediction, algorithm,
+                                      _digest(prediction.mask, caption(prediction, algorithm)))
     return out
 
 
-def write_results(results: dict[str, Any], folder: str | Path, stem: str) -> dict[str, Path]:
+def _digest(mask: np.ndarray, *parts: str) -> str:
+    """What an object shows, in 32 hex digits: its UID changes when its content does."""
+    h = hashlib.sha256(repr(mask.shape).encode())
+    h.update(np.packbits(mask.astype(bool)).tobytes())
+    for p in parts:
+        h.update(p.encode())
+    return h.hexdigest()[:32]
+
+
+def write_results(results: dict[str, Any] | Results, folder: str | Path, stem: str) -> dict[str, Path]:
     """Write each result as ``folder/<stem>.<kind>.dcm`` (DICOM Part 10, through a temporary name)."""
+    encoded = results.encoded if isinstance(results, Results) else {k: encode(ds) for k, ds in results.items()}
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as exc:
+        raise PneumoscopeError(f"{folder}: is a file; DICOM results go into a folder") from exc
+    except OSError as exc:
+        raise PneumoscopeError(f"{folder}: cannot be created ({exc.strerror or exc})") from exc
+    if not folder.is_dir():
+        raise PneumoscopeError(f"{folder}: is a file; DICOM results go into a folder")
     paths = {}
-    for kind, ds in results.items():
+    for kind, data in encoded.items():
         path = folder / result_name(stem, kind)
-        write_via_tmp(path, lambda tmp, ds=ds: ds.save_as(tmp, enforce_file_format=True))
+        try:
+            atomic_write(path, data)
+        except OSError as exc:
+            raise PneumoscopeError(f"{path}: cannot be written ({exc.strerror or exc})") from exc
         paths[kind] = path
     return paths

@@ -50,8 +50,9 @@ def burn_in(display: np.ndarray, mask: np.ndarray, lines: list[str]) -> np.ndarr
     return rgb
 
 
-def secondary_capture(source: Source, prediction: Any, algorithm: Algorithm) -> Any:
-    """The RGB Secondary Capture in the source's study (burned-in annotation: YES)."""
+def secondary_capture(source: Source, prediction: Any, algorithm: Algorithm, content: str = "") -> Any:
+    """The RGB Secondary Capture in the source's study (burned-in annotation: YES); ``content``: a
+    digest of what is burned in, which its SOP Instance UID is derived from."""
     import highdicom as hd
 
     uid = str(source.ds.SOPInstanceUID)
@@ -62,7 +63,7 @@ def secondary_capture(source: Source, prediction: Any, algorithm: Algorithm) -> 
     sc = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=source.ds, pixel_array=pixels, photometric_interpretation="RGB", bits_allocated=8,
         coordinate_system="PATIENT", series_instance_uid=algorithm.uid(uid, "sc", "series"), series_number=number,
-        sop_instance_uid=algorithm.uid(uid, "sc"), instance_number=1, manufacturer=algorithm.manufacturer,
+        sop_instance_uid=algorithm.uid(uid, "sc", content=content), instance_number=1, manufacturer=algorithm.manufacturer,
         pixel_spacing=None if spacing is None else (spacing[0], spacing[1]),
         patient_orientation=("L", "F"),  # highdicom insists on one; the source's (often empty) replaces it below
         transfer_syntax_uid="1.2.840.10008.1.2.1", contributing_equipment=[equipment(algorithm)],

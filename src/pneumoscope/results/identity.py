@@ -9,6 +9,12 @@ from typing import Any
 from ..errors import PneumoscopeError
 
 KINDS = ("seg", "sr", "sc")  # segmentation, structured report, secondary capture (burned-in overlay)
+MANUFACTURER = "pneumoscope project"  # the Manufacturer of every result: how one is known again
+# Objects that are no image a result (or a prediction) could be about, whatever their pixel data holds.
+NOT_IMAGES = {"1.2.840.10008.5.1.4.1.1.66.4": "a segmentation", "1.2.840.10008.5.1.4.1.1.66.5": "a surface segmentation",
+              "1.2.840.10008.5.1.4.1.1.11.1": "a presentation state", "1.2.840.10008.5.1.4.1.1.481.2": "an RT dose grid"}
+OWN_KIND = {"1.2.840.10008.5.1.4.1.1.66.4": "segmentation", "1.2.840.10008.5.1.4.1.1.88.33": "structured report",
+            "1.2.840.10008.5.1.4.1.1.7": "overlay"}
 SERIES = {"seg": (9301, "AI pneumothorax segmentation"), "sr": (9302, "AI pneumothorax report"),
           "sc": (9303, "AI pneumothorax overlay (not for diagnosis)")}
 
@@ -32,19 +38,31 @@ class Algorithm:
     model: str  # e.g. "U-Net resnet34 + DenseNet/XGBoost"
     threshold: float | None  # stage-2 decision threshold (None: no classifier)
     name: str = "pneumoscope"
-    manufacturer: str = "pneumoscope project"
+    manufacturer: str = MANUFACTURER
 
     @property
     def full_version(self) -> str:
         """Version with the weights it ran (the Algorithm Version, LO: 64 characters at most)."""
         return f"{self.version} weights {self.weights_id}"[:64]
 
-    def uid(self, source_uid: str, kind: str, part: str = "instance") -> str:
-        """A UID derived from the source instance, the weights and the kind: the same result made
-        twice (a rerun, a node restarted) has the same UIDs, so a PACS stores it once."""
+    def uid(self, source_uid: str, kind: str, part: str = "instance", content: str = "") -> str:
+        """A UID derived from the source instance, the weights, the kind and (for an instance) a digest
+        of what it says: the same result made twice (a rerun, a node restarted) has the same UID, so a
+        PACS stores it once; another answer (another rule, precision or threshold) gets a new one."""
         from pydicom.uid import generate_uid
 
-        return generate_uid(entropy_srcs=[self.name, self.weights_id, source_uid, kind, part])
+        return generate_uid(entropy_srcs=[self.name, self.weights_id, source_uid, kind, part] + ([content] if content else []))
+
+
+def made_by_pneumoscope(ds: Any, manufacturer: str = MANUFACTURER) -> str | None:
+    """What result of pneumoscope's ``ds`` is ("overlay", "segmentation", ...), None when it is none:
+    a result is never predicted again, by ``predict`` or by the node."""
+    try:
+        own = str(ds.get("Manufacturer", "") or "") == manufacturer or any(
+            str(item.get("Manufacturer", "") or "") == manufacturer for item in ds.get("ContributingEquipmentSequence", []))
+    except Exception:  # values pydicom cannot convert: not ours (ours are valid)
+        return None
+    return OWN_KIND.get(str(ds.get("SOPClassUID", "")), "result") if own else None
 
 
 def equipment(algorithm: Algorithm) -> Any:

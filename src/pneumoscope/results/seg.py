@@ -14,8 +14,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from .source import Source
 
 
-def segmentation(source: Source, mask: np.ndarray, algorithm: Algorithm) -> Any:
-    """A BINARY SEG with one segment (pneumothorax) referencing the source's first frame."""
+def segmentation(source: Source, mask: np.ndarray, algorithm: Algorithm, content: str = "") -> Any:
+    """A BINARY SEG with one segment (pneumothorax) referencing the source's first frame; ``content``:
+    a digest of the mask, which its SOP Instance UID is derived from."""
     import highdicom as hd
 
     uid = str(source.ds.SOPInstanceUID)
@@ -30,7 +31,7 @@ def segmentation(source: Source, mask: np.ndarray, algorithm: Algorithm) -> Any:
         source_images=[source.ds], pixel_array=mask.astype(np.uint8)[None],
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=[description],
         series_instance_uid=algorithm.uid(uid, "seg", "series"), series_number=number,
-        sop_instance_uid=algorithm.uid(uid, "seg"), instance_number=1,
+        sop_instance_uid=algorithm.uid(uid, "seg", content=content), instance_number=1,
         manufacturer=algorithm.manufacturer, manufacturer_model_name=algorithm.model[:64],
         software_versions=algorithm.full_version, device_serial_number=algorithm.weights_id,
         content_label="PNEUMOTHORAX", content_description=label[:64], series_description=label,

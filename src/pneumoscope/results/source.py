@@ -3,62 +3,32 @@ when copied into a new object) and its pixels as displayed."""
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import PneumoscopeError
+from .header import REFERENCES, clean, describe
 
 # What a SEG and an SR must reference; a source without them cannot have results in its study.
-REQUIRED = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
-AGE = re.compile(r"^\d{3}[DWMY]$")
-
-
-def fix_age(value: Any) -> str | None:
-    """A Patient's Age as the AS value representation wants it (``038Y``): SIIM's ``38`` padded and
-    given years; ``45 Y`` or ``045y`` tidied; anything else unusable (None: left out)."""
-    text = re.sub(r"\s+", "", str(value or "")).upper()
-    if AGE.match(text):
-        return text
-    m = re.fullmatch(r"(\d{1,3})([DWMY]?)", text)
-    return f"{int(m.group(1)):03d}{m.group(2) or 'Y'}" if m else None
-
-
-def clean_header(ds: Any) -> Any:
-    """A copy of ``ds`` without pixel data, with the attributes results copy made valid:
-    Patient's Age in AS form (or left out), Patient Orientation present (type 2C for every image
-    without an Image Orientation, as for 2-D radiographs: empty when the source had none)."""
-    from pydicom.dataset import Dataset
-
-    out = Dataset()
-    for elem in ds:
-        group = elem.tag.group
-        if group in (0x0002, 0x7FE0) or 0x6000 <= group <= 0x60FF or group >= 0xFFFA or elem.tag.is_private:
-            continue  # file meta, pixel data, overlays and private elements are not copied
-        out.add(elem)
-    out.file_meta = getattr(ds, "file_meta", Dataset())
-    if "PatientAge" in out:
-        age = fix_age(out.PatientAge)
-        if age is None:
-            del out.PatientAge
-        else:
-            out.PatientAge = age
-    if "PatientOrientation" not in out:
-        out.PatientOrientation = None
-    return out
+REQUIRED = REFERENCES
+SPACING_MM = (0.01, 5.0)  # a pixel of a radiograph (detectors ~0.1-0.2 mm; downscaled copies larger)
+FIELD_MM = 2000.0  # at most this far across (a chest detector is 430 mm; stitched spine images ~1,300 mm)
 
 
 @dataclass
 class Source:
-    """One DICOM radiograph: ``ds`` its cleaned header, ``display`` its first frame as displayed
-    (VOI LUT or window applied, MONOCHROME1 inverted: air dark), float32 in [0, 1]."""
+    """One DICOM radiograph: ``ds`` its header as results may copy it (:mod:`.header`), ``display``
+    its first frame as displayed (VOI LUT or window applied, MONOCHROME1 inverted: air dark), float32
+    in [0, 1]; ``notes``: what the results do not take from the source as it is, one phrase each."""
 
     ds: Any
     display: np.ndarray
     name: str
+    notes: tuple[str, ...] = ()
+    pixel_spacing: tuple[float, float, str] | None = field(default=None, repr=False)
 
     @classmethod
     def read(cls, path: str | Path, max_pixels: int | None = None) -> Source:
@@ -74,36 +44,58 @@ class Source:
         return cls.of(ds, img, str(path))
 
     @classmethod
-    def load(cls, source: Any, max_pixels: int | None = None) -> Source:
-        """A source from a path or a pydicom Dataset (its pixels decoded as ``predict`` decodes them)."""
-        if isinstance(source, (str, Path)):
+    def load(cls, source: Any, max_pixels: int | None = None, display: np.ndarray | None = None,
+             name: str | None = None) -> Source:
+        """A source from a path, the bytes of a DICOM file or a pydicom Dataset (its pixels decoded
+        as ``predict`` decodes them, or ``display`` when the caller has decoded them already)."""
+        if isinstance(source, (str, Path)) and display is None:
             return cls.read(source, max_pixels)
-        from pydicom.dataset import Dataset
-
-        if not isinstance(source, Dataset):
-            raise PneumoscopeError(f"expected the source DICOM as a path or a pydicom Dataset, got {type(source).__name__}")
         import io
+
+        import pydicom
+        from pydicom.dataset import Dataset
 
         from ..data.dicom import read_dicom_dataset
 
-        buf = io.BytesIO()
-        source.save_as(buf, enforce_file_format=False)
-        buf.seek(0)
-        name = str(source.get("SOPInstanceUID", "") or "dataset")
-        img, _, _ = read_dicom_dataset(buf, name, max_pixels)
-        return cls.of(source, img, name)
+        if isinstance(source, (str, Path)):
+            buf: Any = str(source)
+        elif isinstance(source, (bytes, bytearray, memoryview)):
+            buf = io.BytesIO(bytes(source))
+        elif isinstance(source, Dataset):
+            buf = io.BytesIO()
+            try:
+                source.save_as(buf, enforce_file_format=False)
+            except Exception as exc:  # a dataset whose values pydicom cannot encode
+                raise PneumoscopeError(f"the source dataset cannot be encoded ({exc.__class__.__name__}: {exc})") from exc
+            buf.seek(0)
+        else:
+            raise PneumoscopeError(f"expected the source DICOM as a path, bytes or a pydicom Dataset, got {type(source).__name__}")
+        label = name or (str(source) if isinstance(source, (str, Path)) else
+                         str(source.get("SOPInstanceUID", "") or "dataset") if isinstance(source, Dataset) else "upload")
+        if display is None:
+            display, _, ds = read_dicom_dataset(buf, label, max_pixels)
+        else:
+            ds = pydicom.dcmread(buf, stop_before_pixels=True, force=True)
+        return cls.of(source if isinstance(source, Dataset) else ds, display, label)
 
     @classmethod
     def of(cls, ds: Any, display: np.ndarray, name: str) -> Source:
         """A source from a dataset already read and its displayed pixels; checks what results need."""
         for key in REQUIRED:
-            if not str(ds.get(key, "") or "").strip():
+            try:
+                present = str(ds.get(key, "") or "").strip()
+            except Exception:  # a value pydicom cannot convert
+                present = ""
+            if not present:
                 raise PneumoscopeError(f"{name}: has no {key} ({_TAG[key]}); a DICOM result must reference it, "
                                        "so none is written")
         rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
         if display.shape != (rows, cols):
             raise PneumoscopeError(f"{name}: pixels of shape {display.shape} but Rows x Columns {rows} x {cols}")
-        return cls(clean_header(ds), display, name)
+        header = clean(ds)
+        notes = list(header.notes)
+        spacing = plausible_spacing(header.ds, display.shape, notes)
+        return cls(header.ds, display, name, tuple(notes), spacing)
 
     @property
     def frames(self) -> int:
@@ -111,17 +103,31 @@ class Source:
         return int(self.ds.get("NumberOfFrames", 1) or 1)
 
     def spacing(self) -> tuple[float, float, str] | None:
-        """Row and column spacing in mm and the attribute they came from: Pixel Spacing (calibrated
-        to the patient) before Imager Pixel Spacing (at the detector); None without either."""
-        for key in ("PixelSpacing", "ImagerPixelSpacing"):
-            value = self.ds.get(key)
-            try:
-                row, col = float(value[0]), float(value[1])
-            except (TypeError, ValueError, IndexError):
-                continue
-            if row > 0 and col > 0 and np.isfinite(row) and np.isfinite(col):
-                return row, col, key
-        return None
+        """Row and column spacing in mm and the attribute they came from (see :func:`plausible_spacing`)."""
+        return self.pixel_spacing
+
+
+def plausible_spacing(ds: Any, shape: tuple[int, int], notes: list[str]) -> tuple[float, float, str] | None:
+    """Row and column spacing in mm and the attribute they came from: Pixel Spacing (calibrated to
+    the patient) before Imager Pixel Spacing (at the detector); None without a plausible one. A
+    spacing outside :data:`SPACING_MM`, or one that makes the image wider than :data:`FIELD_MM`, is
+    not used and said in ``notes``."""
+    refused = False
+    for key in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = ds.get(key)
+        try:
+            row, col = float(value[0]), float(value[1])
+        except (TypeError, ValueError, IndexError):
+            continue
+        lo, hi = SPACING_MM
+        if lo <= row <= hi and lo <= col <= hi and row * shape[0] <= FIELD_MM and col * shape[1] <= FIELD_MM:
+            return row, col, key
+        notes.append(f"{describe(key)} of {row:g} x {col:g} mm is not plausible for a radiograph ({lo:g}-{hi:g} mm a pixel, "
+                     f"at most {FIELD_MM / 1000:g} m across): not used")
+        refused = True
+    if refused:
+        notes.append("areas are in pixels")
+    return None
 
 
 _TAG = {"StudyInstanceUID": "0020,000D", "SeriesInstanceUID": "0020,000E", "SOPInstanceUID": "0008,0018",

@@ -22,6 +22,11 @@ def lesion_area(source: Source, mask_area_px: int) -> tuple[float, Any, Any]:
     return round(mask_area_px * row * col, 2), codes.MM2, codes.AREA_METHOD[key]
 
 
+def finding_present(prediction: Any) -> bool:
+    """The finding the results report: stage 2's decision, or without stage 2 a non-empty mask."""
+    return prediction.decision == "pneumothorax" if prediction.decision is not None else bool(prediction.mask.any())
+
+
 def structured_report(source: Source, prediction: Any, algorithm: Algorithm, seg: Any | None) -> Any:
     """TID 1500 with the algorithm as device observer, one measurement group: the finding
     (pneumothorax present/absent), P(pneumothorax) and the threshold, the lesion area, and the SEG
@@ -29,7 +34,7 @@ def structured_report(source: Source, prediction: Any, algorithm: Algorithm, seg
     import highdicom as hd
 
     uid = str(source.ds.SOPInstanceUID)
-    present = prediction.decision == "pneumothorax" if prediction.decision is not None else bool(prediction.mask.any())
+    present = finding_present(prediction)
     observer = hd.sr.ObserverContext(
         observer_type=codes.DEVICE,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
@@ -43,7 +48,9 @@ def structured_report(source: Source, prediction: Any, algorithm: Algorithm, seg
                                               unit=codes.NO_UNITS, algorithm_id=algo))
         measurements.append(hd.sr.Measurement(name=codes.THRESHOLD, value=round(float(algorithm.threshold), 6),
                                               unit=codes.NO_UNITS, algorithm_id=algo))
-    area, unit, method = lesion_area(source, int(prediction.mask.sum()))
+    area, unit, method = lesion_area(source, int(prediction.mask.sum()) if present else 0)
+    content = "|".join(str(v) for v in (present, prediction.p_pneumothorax and round(float(prediction.p_pneumothorax), 6),
+                                        algorithm.threshold, area, unit.value, seg.SOPInstanceUID if seg is not None else ""))
     measurements.append(hd.sr.Measurement(name=codes.AREA, value=area, unit=unit, method=method, algorithm_id=algo))
     common = dict(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=algorithm.uid(uid, "sr", "finding"), identifier="Pneumothorax"),
@@ -65,7 +72,7 @@ def structured_report(source: Source, prediction: Any, algorithm: Algorithm, seg
     sr = hd.sr.Comprehensive3DSR(
         evidence=[source.ds] + ([seg] if seg is not None else []), content=report,
         series_instance_uid=algorithm.uid(uid, "sr", "series"), series_number=number,
-        sop_instance_uid=algorithm.uid(uid, "sr"), instance_number=1,
+        sop_instance_uid=algorithm.uid(uid, "sr", content=content), instance_number=1,
         manufacturer=algorithm.manufacturer, is_complete=True, is_final=False, is_verified=False,
         series_description=label, contributing_equipment=[equipment(algorithm)])
     _drop_segment_number(sr.ContentSequence)

@@ -159,27 +159,16 @@ def create_app(run: str | Path, max_upload_mb: float = 50.0, keep_uploads: str |
         }
 
     def _dicom_results(data: bytes, kind: str, img: np.ndarray, res, filename: str) -> tuple[dict[str, bytes], str | None]:
-        """The SEG, SR and overlay of a DICOM upload as Part 10 bytes, or why there are none."""
+        """The SEG, SR and overlay of a DICOM upload as Part 10 bytes, or why there are none (never an error)."""
         if kind != "dicom":
             return {}, "DICOM results (SEG, SR, overlay) are made for DICOM uploads only"
-        import io
+        from ..results.build import make_results
 
-        import pydicom
-
-        from ..results import dicom_results
-        from ..results.source import Source
-
-        try:
-            ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=True)
-            made = dicom_results(res, Source.of(ds, img, filename), pred.algorithm)
-        except PneumoscopeError as exc:
-            return {}, str(exc)
-        out = {}
-        for k, item in made.items():
-            buf = io.BytesIO()
-            item.save_as(buf, enforce_file_format=True)
-            out[k] = buf.getvalue()
-        return out, None if "seg" in out else "no SEG: the mask is empty (the SR says so)"
+        made = make_results(res, data, pred.algorithm, display=img, name=filename)
+        out, notes = made.encoded, list(made.notes)
+        if out and "seg" not in out:
+            notes.append("no SEG: no finding with a mask (the SR says so)")
+        return out, "; ".join(notes) or None
 
     @app.post("/predict", summary="Segment and classify one DICOM, PNG or JPEG radiograph")
     async def predict(file: UploadFile, request: Request) -> JSONResponse:
