@@ -57,3 +57,29 @@ def test_the_store_is_bounded_by_bytes_too():
     for k in range(5):
         store.put(str(k), Entry(np.zeros((10, 10), np.uint8), np.zeros((10, 10), bool), dicom={"sc": bytes(1_000_000)}))
     assert store.get("0") is None and store.get("1") is None and store.get("4") is not None
+
+
+@pytest.mark.parametrize("name, note", [("nhs_dx_no_birth_date", None), ("gh133_date_of_year_0", "Study Date"),
+                                        ("patient_name_two_values", "Patient's Name"), ("iso2022_ir87_first_value_empty", None),
+                                        ("pixel_spacing_abc_def", "Pixel Spacing"), ("acr_nema_cr_no_patient_id", "ACR-NEMA")])
+def test_odd_headers_get_their_prediction_and_results_never_a_500(client, tmp_path, name, note):
+    from tests.odd_headers import odd_dicoms
+
+    path = odd_dicoms(tmp_path, [name])[name]
+    r = client.post("/predict", files={"file": (path.name, path.read_bytes(), "application/dicom")})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["decision"] in ("pneumothorax", "normal") and set(body["dicom"]) >= {"sr", "sc"}
+    if note is None:
+        assert body["dicom_note"] in (None, "no SEG: no finding with a mask (the SR says so)")
+    else:
+        assert note in body["dicom_note"]
+
+
+def test_a_source_the_results_cannot_be_built_from_is_a_note(client):
+    from tests.dicom_samples import PYDICOM_FILES
+
+    data = (PYDICOM_FILES / "examples_ybr_color.dcm").read_bytes()  # ultrasound, 30 frames, no frame of reference
+    r = client.post("/predict", files={"file": ("us.dcm", data, "application/dicom")})
+    assert r.status_code == 200, r.text
+    assert r.json()["dicom"] is None and r.json()["dicom_note"].startswith("no DICOM results: ValueError: Only a single frame")
