@@ -31,3 +31,18 @@ def test_bad_keys_and_values_fail(bad):
 def test_missing_config_file():
     with pytest.raises(PneumoscopeError, match="not found"):
         config.load("does-not-exist.yaml")
+
+
+@pytest.mark.parametrize("key, value", [("train.lr", "inf"), ("train.lr", ".nan"), ("loss.focal_gamma", "-.inf"),
+                                        ("train.grad_clip", "inf"), ("data.val_fraction", ".nan"),
+                                        ("stage2.target_sensitivity", "inf")])
+def test_every_numeric_key_refuses_non_finite_values(key, value):
+    with pytest.raises(PneumoscopeError, match=f"config key {key}: .* it must be a finite number"):
+        config.load("demo", [f"{key}={value}"])
+
+
+def test_a_section_set_as_a_mapping_is_merged_not_reset():
+    """``--set train={}`` once reset every train key (and the --epochs flag before it) to the defaults."""
+    c = config.load("demo", ["train.epochs=3", "train={}", "train={lr: 0.0002}"])
+    base = config.load("demo")
+    assert c.train.epochs == 3 and c.train.lr == 2e-4 and c.train.batch_size == base.train.batch_size

@@ -307,6 +307,13 @@ CASES = [
      ["train-seg", "--config", "{tmp}/bomb.yaml", "--out", "{run}"], 2, "aliases are not allowed in config files", "run"),
     ("--set with an alias", None, ["train-seg", "--out", "{run}", "--set", "train.lr=*x"], 2, "--set train.lr: invalid YAML", "run"),
     ("upgrade-run of a folder with nothing pickled", None, ["upgrade-run", "--run", "{run}"], 2, "nothing to upgrade", "run"),
+    # -- non-finite numbers are refused before anything is touched (issue 24) -----------------------------------------
+    ("train-seg --set train.lr=inf into a finished run", None, ["train-seg", "--data", "{data}", "--out", "{run}", *RUN_ARGS,
+     "--set", "train.lr=inf"], 2, "config key train.lr: inf is not allowed; it must be a finite number", "run"),
+    ("train-seg --set loss.focal_alpha=-.inf", None, ["train-seg", "--data", "{data}", "--out", "{run}", *RUN_ARGS,
+     "--set", "loss.focal_alpha=-.inf"], 2, "config key loss.focal_alpha: -inf is not allowed", "run"),
+    ("train-seg --set train.weight_decay=.nan", None, ["train-seg", "--data", "{data}", "--out", "{run}", *RUN_ARGS,
+     "--set", "train.weight_decay=.nan"], 2, "config key train.weight_decay: nan is not allowed", "run"),
 ]
 
 
@@ -327,6 +334,50 @@ def test_bad_input_is_one_line_and_changes_nothing(case, ws, capsys):
         after = snapshot(guarded)
         assert after["metrics.json"] == before["metrics.json"]
         assert "wrote" in capsys.readouterr().out and any(k.startswith("metrics-") for k in set(after) - set(before))
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["listen", "--run", "{run}", "--spool", "{tmp}/spool", "--send-to", "X@127.0.0.1:1", "--quiet-seconds", "nan"],
+     "argument --quiet-seconds: nan is not a finite number"),
+    (["listen", "--run", "{run}", "--spool", "{tmp}/spool", "--send-to", "X@127.0.0.1:1", "--retry-seconds", "inf"],
+     "argument --retry-seconds: inf is not a finite number"),
+    (["serve", "--run", "{run}", "--max-upload-mb", "nan"], "argument --max-upload-mb: nan is not a finite number"),
+    (["serve", "--run", "{run}", "--max-megapixels", "inf"], "argument --max-megapixels: inf is not a finite number"),
+    (["synth", "--out", "{tmp}/ph", "--seed", "1", "--positive-rate=-inf"], "argument --positive-rate: -inf is not a finite number"),
+    (["serve", "--run", "{run}", "--max-upload-mb", "lots"], "argument --max-upload-mb: 'lots' is not a number"),
+], ids=lambda v: " ".join(v[:1] + v[-2:]) if isinstance(v, list) else None)
+def test_a_non_finite_option_is_one_line_before_anything_loads(ws, capsys, argv, needle):
+    before = snapshot(ws["run"])
+    with pytest.raises(SystemExit) as exc:
+        main([a.format(**{k: v for k, v in ws.items() if isinstance(v, Path)}) for a in argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1 and needle in err[0], err
+    assert snapshot(ws["run"]) == before and not (ws["tmp"] / "spool").exists()
+
+
+def test_no_option_of_any_command_takes_a_plain_float():
+    """The class, not the examples: every number option goes through the finite check."""
+    import argparse
+
+    from pneumoscope.cli import build_parser, finite
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    floats = [f"{name} {opt.option_strings}" for name, parser in sub.choices.items() for opt in parser._actions
+              if opt.type is float]
+    assert floats == [] and any(opt.type is finite for p in sub.choices.values() for opt in p._actions)
+
+
+def test_library_options_refuse_non_finite_numbers():
+    from pneumoscope.errors import PneumoscopeError
+    from pneumoscope.inference.options import PredictOptions
+    from pneumoscope.node.destinations import Destination
+    from pneumoscope.node.service import NodeOptions
+
+    with pytest.raises(PneumoscopeError, match="finite"):
+        PredictOptions(max_megapixels=float("inf")).check()
+    for bad in ({"quiet": float("nan")}, {"retry": float("inf")}):
+        with pytest.raises(PneumoscopeError, match="finite"):
+            NodeOptions(destinations=(Destination.parse("X@127.0.0.1:1"),), **bad).check()
 
 
 def test_serve_on_a_port_in_use_is_one_line(ws, capsys):

@@ -302,6 +302,26 @@ def cmd_listen(args: argparse.Namespace) -> None:
     node.serve()
 
 
+def finite(text: str) -> float:
+    """An option's number: NaN and infinity are refused (``--quiet-seconds nan`` would never elapse)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number")
+    return value
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with its errors as one line (``pneumoscope predict: error: argument --x: ...``), exit code 2."""
+
+    def error(self, message: str) -> None:  # noqa: D401 - argparse's hook
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand (choices come from the registries that define them)."""
     from .data.layouts import LAYOUTS
@@ -309,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .inference.options import BACKENDS, PRECISION_CHOICES, TTA_MODES
 
     layouts = ["auto", *LAYOUTS]
-    p = argparse.ArgumentParser(prog="pneumoscope", description="Pneumothorax segmentation and detection in chest X-rays.")
+    p = Parser(prog="pneumoscope", description="Pneumothorax segmentation and detection in chest X-rays.")
     p.add_argument("--version", action="version", version=f"pneumoscope {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -319,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=int, default=100)
     s.add_argument("--size", type=int, default=256)
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--positive-rate", type=float, default=0.5)
+    s.add_argument("--positive-rate", type=finite, default=0.5)
     s.set_defaults(func=cmd_synth)
 
     s = sub.add_parser("convert", help="SIIM original (DICOM + train-rle.csv) -> Kaggle PNG layout")
@@ -400,8 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--run", required=True)
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--max-upload-mb", type=float, default=50.0, help="largest accepted upload (stopped while it streams in)")
-    s.add_argument("--max-megapixels", type=float, default=25.0,
+    s.add_argument("--max-upload-mb", type=finite, default=50.0, help="largest accepted upload (stopped while it streams in)")
+    s.add_argument("--max-megapixels", type=finite, default=25.0,
                    help="largest accepted image, read from its header before decoding (default 25: radiographs up to 5000x5000)")
     s.add_argument("--keep-uploads", metavar="DIR", help="keep uploaded files in DIR (default: memory only)")
     s.add_argument("--backend", default="auto", choices=BACKENDS)
@@ -426,9 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "title (repeat it; default: any)")
     s.add_argument("--send-to", action="append", metavar="DEST", help="where results go: AE@host:port (C-STORE) or a "
                    "DICOMweb base URL (STOW-RS); repeat it for several")
-    s.add_argument("--quiet-seconds", type=float, default=5.0, help="predict a study once no instance came for this long")
+    s.add_argument("--quiet-seconds", type=finite, default=5.0, help="predict a study once no instance came for this long")
     s.add_argument("--dicom-objects", default="seg,sr,sc", metavar="KINDS", help="which results: seg, sr, sc")
-    s.add_argument("--retry-seconds", type=float, default=2.0, help="first retry of a failed delivery (doubling, at most 300 s)")
+    s.add_argument("--retry-seconds", type=finite, default=2.0, help="first retry of a failed delivery (doubling, at most 300 s)")
     s.add_argument("--log-phi", action="store_true", help="put Study Instance UIDs in the log (default: digests only)")
     s.add_argument("--backend", default="auto", choices=BACKENDS)
     s.add_argument("--device", default="auto")

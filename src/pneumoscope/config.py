@@ -7,6 +7,7 @@ is what ``evaluate-seg`` and ``predict`` rebuild the model from.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -252,8 +253,25 @@ def loss_weights(cfg: LossConfig) -> tuple[float, float, float]:
     return LOSS_PRESETS[cfg.preset] if cfg.preset else (cfg.bce, cfg.dice, cfg.focal)
 
 
+def _not_finite(cfg: Config) -> tuple[str, Any] | None:
+    """The first numeric key (or list item) holding NaN or infinity: (key, value); None when there is none."""
+    for section in dataclasses.fields(cfg):
+        part = getattr(cfg, section.name)
+        if not dataclasses.is_dataclass(part):
+            continue
+        for f in dataclasses.fields(part):
+            value = getattr(part, f.name)
+            for v in value if isinstance(value, (list, tuple)) else [value]:
+                if isinstance(v, float) and not math.isfinite(v):
+                    return f"{section.name}.{f.name}", value
+    return None
+
+
 def check(cfg: Config) -> Config:
     """Raise PneumoscopeError naming the first value out of its range (and impossible combinations)."""
+    bad = _not_finite(cfg)
+    if bad is not None:  # before any range: inf passes ">= 0", and every comparison with NaN fails quietly
+        raise PneumoscopeError(f"config key {bad[0]}: {bad[1]!r} is not allowed; it must be a finite number")
     for key, (ok, what) in _RULES.items():
         section, name = key.split(".")
         value = getattr(getattr(cfg, section), name)
@@ -302,7 +320,11 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise PneumoscopeError(f"--set {key}: {part} is not a section")
-        node[parts[-1]] = parse_yaml(raw, f"--set {key}") if raw.strip() else None
+        value = parse_yaml(raw, f"--set {key}") if raw.strip() else None
+        if isinstance(value, dict) and isinstance(node.get(parts[-1]), dict):
+            node[parts[-1]] = {**node[parts[-1]], **value}  # a section's keys are merged: train={} resets nothing
+        else:
+            node[parts[-1]] = value
     return out
 
 

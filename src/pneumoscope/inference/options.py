@@ -51,8 +51,8 @@ class PredictOptions:
             raise PneumoscopeError(f"--threads {self.threads}: must be at least 1")
         if self.workers is not None and self.workers < 1:
             raise PneumoscopeError(f"--workers {self.workers}: must be at least 1")
-        if not self.max_megapixels > 0:
-            raise PneumoscopeError(f"max_megapixels {self.max_megapixels}: must be > 0")
+        if not 0 < self.max_megapixels < float("inf"):
+            raise PneumoscopeError(f"max_megapixels {self.max_megapixels}: must be a finite number > 0")
         if set(self.dicom_objects) - {"seg", "sr", "sc"} or not self.dicom_objects:
             raise PneumoscopeError(f"--dicom-objects {','.join(self.dicom_objects)}: choose any of seg, sr, sc")
         if self.overlay_size < 0:

@@ -42,8 +42,9 @@ class NodeOptions:
             raise PneumoscopeError(f"--port {self.port}: must be 0-65535")
         if not self.destinations:
             raise PneumoscopeError("no --send-to: name at least one destination (AE@host:port or a DICOMweb URL)")
-        if self.quiet < 0 or self.retry <= 0:
-            raise PneumoscopeError("--quiet-seconds must be >= 0 and --retry-seconds > 0")
+        if not (0 <= self.quiet < float("inf") and 0 < self.retry < float("inf") and 0 < self.max_retry < float("inf")):
+            raise PneumoscopeError(f"--quiet-seconds {self.quiet:g} and --retry-seconds {self.retry:g}: finite numbers, "
+                                   "the first >= 0, the second > 0")
         return self
 
 

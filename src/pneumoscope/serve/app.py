@@ -94,8 +94,8 @@ def create_app(run: str | Path, max_upload_mb: float = 50.0, keep_uploads: str |
     in, images over ``max_megapixels`` are refused from their header, and at most one image is
     decoded and predicted at a time while at most ``max_waiting`` requests wait. ``token``: the bearer
     token every request must carry (None: none); ``say``: where load-time notes go (the CLI prints them)."""
-    if max_upload_mb <= 0 or max_megapixels <= 0 or max_waiting < 1:
-        raise PneumoscopeError("--max-upload-mb and --max-megapixels must be > 0, max_waiting >= 1")
+    if not (0 < max_upload_mb < float("inf") and 0 < max_megapixels < float("inf")) or max_waiting < 1:
+        raise PneumoscopeError("--max-upload-mb and --max-megapixels must be finite numbers > 0, max_waiting >= 1")
     keep = check_writable_folder(keep_uploads, "--keep-uploads") if keep_uploads else None
     pred = predictor or Predictor(run, PredictOptions(backend=backend, max_megapixels=max_megapixels), say)
     limit = int(max_upload_mb * 1024 * 1024)
