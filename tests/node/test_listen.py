@@ -250,11 +250,19 @@ def test_the_spool_never_names_patients(node_env, siim_sources):
 @pytest.mark.parametrize("argv, message", [
     (["--send-to", "nonsense"], "expected AE@host:port"),
     ([], "no --send-to"),
-    (["--send-to", "A@h:1", "--ae-title", "A" * 17], "1-16 characters"),
+    (["--send-to", "A@h:1", "--ae-title", "A" * 17], "has 17 characters (at most 16)"),
+    (["--send-to", "A@h:1", "--ae-title", "BAD AE\\X"], "--ae-title 'BAD AE\\\\X': holds a character an AE title cannot"),
+    (["--send-to", "A@h:1", "--ae-title", "   "], ": is empty"),
+    (["--send-to", "A@h:1", "--allow-aet", "ORTHANC", "--allow-aet", "B" * 17], "--allow-aet 'BBBBBBBBBBBBBBBBB': has 17"),
+    (["--send-to", "ORTH\\ANC@h:1"], "--send-to: the AE title 'ORTH\\\\ANC': holds a character"),
+    (["--send-to", "A" * 17 + "@h:1"], "--send-to: the AE title 'AAAAAAAAAAAAAAAAA': has 17 characters"),
 ])
-def test_bad_listen_options_are_one_line(dicom_run, tmp_path, capsys, argv, message):
-    assert main(["listen", "--run", str(dicom_run), "--spool", str(tmp_path / "s"), *argv]) == 2
-    assert message in capsys.readouterr().err
+def test_bad_listen_options_are_one_line_before_the_model_loads(tmp_path, capsys, argv, message):
+    """Checked first: with a run that does not exist, the line is still about the option."""
+    assert main(["listen", "--run", str(tmp_path / "no-run"), "--spool", str(tmp_path / "s"), *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "s").exists()
 
 
 def test_a_taken_port_is_one_line(dicom_run, tmp_path, capsys):

@@ -8,7 +8,19 @@ from pathlib import Path
 
 from ..errors import PneumoscopeError
 
-AE_TARGET = re.compile(r"^(?P<ae>[^@]{1,16})@(?P<host>[^:]+):(?P<port>\d{1,5})$")
+AE_TARGET = re.compile(r"^(?P<ae>[^@]+)@(?P<host>[^:]+):(?P<port>\d{1,5})$")
+AE_CHARACTERS = re.compile(r"^[\x20-\x5b\x5d-\x7e]+$")  # the AE value representation: printable ASCII but backslash
+
+
+def check_ae_title(title: str, flag: str) -> str:
+    """An AE title as DICOM allows it (1-16 characters of printable ASCII, no backslash, not only
+    spaces); one line naming ``flag`` for anything else. An over-long title is refused, never cut: a
+    PACS compares it whole, so a 17-character --allow-aet could never match."""
+    if not title.strip() or len(title) > 16 or not AE_CHARACTERS.match(title):
+        why = ("is empty" if not title.strip() else f"has {len(title)} characters (at most 16)" if len(title) > 16
+               else "holds a character an AE title cannot (printable ASCII only, no backslash)")
+        raise PneumoscopeError(f"{flag} {title!r}: {why}")
+    return title
 
 
 @dataclass(frozen=True)
@@ -30,6 +42,7 @@ class Destination:
         m = AE_TARGET.match(text)
         if not m or not 0 < int(m.group("port")) < 65536:
             raise PneumoscopeError(f"--send-to {text!r}: expected AE@host:port (C-STORE) or an http(s):// DICOMweb URL (STOW-RS)")
+        check_ae_title(m.group("ae"), "--send-to: the AE title")
         return cls("dicom", ae=m.group("ae"), host=m.group("host"), port=int(m.group("port")))
 
     @property
@@ -75,13 +88,32 @@ def _c_store(dest: Destination, files: list[Path], calling_ae: str, timeout: flo
 
 
 def _stow(url: str, files: list[Path]) -> None:
+    """STOW-RS; delivered only when the answer is a STOW-RS response naming every instance sent as
+    stored (a proxy's welcome page at a wrong URL answers 200 too, and stores nothing)."""
     import pydicom
     import requests
     from dicomweb_client.api import DICOMwebClient
 
+    datasets = [pydicom.dcmread(str(f)) for f in files]
     try:
-        DICOMwebClient(url=url).store_instances([pydicom.dcmread(str(f)) for f in files])
+        answer = DICOMwebClient(url=url).store_instances(datasets)
     except (requests.RequestException, OSError) as exc:
         raise OSError(f"{url}: STOW-RS failed ({exc.__class__.__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})") from exc
     except Exception as exc:  # dicomweb-client raises HTTPError subclasses and ValueError for refusals
         raise OSError(f"{url}: STOW-RS refused ({str(exc).splitlines()[0][:200] if str(exc) else exc.__class__.__name__})") from exc
+    check_stored(url, answer, [str(ds.SOPInstanceUID) for ds in datasets])
+
+
+def check_stored(url: str, answer: object, sent: list[str]) -> None:
+    """Raise OSError unless the STOW-RS response ``answer`` lists every instance of ``sent`` as stored."""
+    stored = {str(item.get("ReferencedSOPInstanceUID", "")) for item in getattr(answer, "get", lambda *_: [])(
+        "ReferencedSOPSequence", []) or []}
+    failed = {str(item.get("ReferencedSOPInstanceUID", "")) for item in getattr(answer, "get", lambda *_: [])(
+        "FailedSOPSequence", []) or []}
+    if not stored and not failed:
+        raise OSError(f"{url}: the answer is no STOW-RS response (it names no stored instance; a wrong URL, or a "
+                      "proxy's page?); kept queued")
+    missing = [uid for uid in sent if uid not in stored]
+    if missing:
+        raise OSError(f"{url}: STOW-RS stored {len(sent) - len(missing)} of {len(sent)} instances "
+                      f"({len(failed & set(sent))} refused); kept queued")

@@ -39,6 +39,21 @@ def storage_ae(ae_title: str, allowed: list[str] | None) -> Any:
     return ae
 
 
+REJECTIONS = {  # (result source, diagnostic) of an A-ASSOCIATE-RJ (PS3.8 9.3.4) -> what the log says
+    (1, 3): "calling AE title not in --allow-aet", (1, 7): "called AE title is not this node's (--ae-title)",
+    (2, 1): "user identity not accepted", (3, 2): "too many associations at once (local limit exceeded; at most {limit})",
+    (3, 1): "temporary congestion",
+}
+
+
+def rejection_reason(assoc: Any) -> str:
+    """Why pynetdicom rejected an association, in words (from the A-ASSOCIATE-RJ it sent)."""
+    rj = getattr(getattr(assoc, "acceptor", None), "primitive", None)
+    key = (getattr(rj, "result_source", None), getattr(rj, "diagnostic", None))
+    text = REJECTIONS.get(key, f"rejected (source {key[0]}, reason {key[1]})")
+    return text.format(limit=getattr(assoc.ae, "maximum_associations", "?"))
+
+
 def handlers(store: Callable[[str, str, bytes], None], manufacturer: str, ignored: Callable[[str, str], None]) -> list:
     """pynetdicom event handlers: C-STORE into ``store(study_uid, sop_uid, file bytes)`` (instances
     that are no radiograph are acknowledged, not kept, and reported to ``ignored(study, why)``),
@@ -65,6 +80,6 @@ def handlers(store: Callable[[str, str, bytes], None], manufacturer: str, ignore
 
     def on_rejected(event: Any) -> None:
         req = event.assoc.requestor
-        log.warning("refused association from AE %s at %s: calling AE title not in --allow-aet", req.ae_title, req.address)
+        log.warning("refused association from AE %s at %s: %s", req.ae_title, req.address, rejection_reason(event.assoc))
 
     return [(evt.EVT_C_STORE, on_store), (evt.EVT_C_ECHO, lambda event: SUCCESS), (evt.EVT_REJECTED, on_rejected)]

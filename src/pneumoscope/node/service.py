@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PneumoscopeError
-from .destinations import Destination
+from .destinations import Destination, check_ae_title
 from .spool import Job, Spool, digest
 
 log = logging.getLogger("pneumoscope.listen")
@@ -36,8 +36,9 @@ class NodeOptions:
 
     def check(self) -> NodeOptions:
         """One line for an option no node can use."""
-        if not 1 <= len(self.ae_title) <= 16:
-            raise PneumoscopeError(f"--ae-title {self.ae_title!r}: 1-16 characters")
+        check_ae_title(self.ae_title, "--ae-title")
+        for title in self.allow:
+            check_ae_title(title, "--allow-aet")
         if not 0 <= self.port <= 65535:
             raise PneumoscopeError(f"--port {self.port}: must be 0-65535")
         if not self.destinations:
@@ -179,10 +180,7 @@ class Node:
                             reason.replace(str(f), f.name) if self.opts.log_phi else _no_names(reason, f), kept.parent.name)
             for f in files:
                 f.unlink(missing_ok=True)
-            try:
-                folder.rmdir()
-            except OSError:
-                pass
+            self.spool.remove_if_empty(folder)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         summary = ", ".join(f"{n} {k}" for k, n in kinds.items() if n) or "nothing"

@@ -14,10 +14,12 @@ job lists are never predicted again, and a delivered job is never sent again.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,12 +45,16 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def durable_write(path: Path, data: bytes) -> None:
-    """Write ``data`` under a temporary name, fsync, rename into place, fsync the folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+def durable_write(path: Path, data: bytes, folders: threading.Lock | None = None) -> None:
+    """Write ``data`` under a temporary name, fsync, rename into place, fsync the folder. With
+    ``folders``, the folder is made and the temporary file created under that lock, so that a worker
+    removing empty folders under it never removes this one in between."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with folders or contextlib.nullcontext():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(tmp, "wb")
     try:
-        with open(tmp, "wb") as fh:
+        with fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
@@ -85,28 +91,41 @@ class Spool:
         self.sent, self.failed = self.root / "sent", self.root / "failed"
         for d in (self.incoming, self.outbox, self.sent, self.failed):
             d.mkdir(parents=True, exist_ok=True)
+        self._folders = threading.Lock()  # study folders: made by the receiver, removed by the worker
         for stale in self.outbox.glob(".*.tmp"):  # a job being written when the node was killed: made again
             shutil.rmtree(stale, ignore_errors=True)
 
     def store(self, study_uid: str, sop_uid: str, data: bytes) -> Path:
         """Keep one received instance (durably: called before the C-STORE is acknowledged)."""
         path = self.incoming / digest(study_uid) / f"{digest(sop_uid, 24)}.dcm"
-        durable_write(path, data)
+        durable_write(path, data, self._folders)
         return path
+
+    def remove_if_empty(self, study: Path) -> bool:
+        """Remove a study folder that holds nothing (not even an instance being received); whether it went."""
+        with self._folders:
+            try:
+                if any(study.iterdir()):
+                    return False
+                study.rmdir()
+            except OSError:  # gone already, or filled meanwhile
+                return False
+        return True
 
     def quiet_studies(self, quiet: float, now: float | None = None) -> list[Path]:
         """Study folders with no new instance for ``quiet`` seconds, oldest first."""
         now = time.time() if now is None else now
         out = []
         for study in self.incoming.iterdir():
-            files = [f for f in study.glob("*.dcm")]
-            if not files:
-                if not any(study.iterdir()):
-                    study.rmdir()
+            try:
+                times = [f.stat().st_mtime for f in study.glob("*.dcm")]
+            except OSError:  # an instance moved meanwhile: looked at again next pass
                 continue
-            newest = max(f.stat().st_mtime for f in files)
-            if now - newest >= quiet:
-                out.append((min(f.stat().st_mtime for f in files), study))
+            if not times:
+                self.remove_if_empty(study)
+                continue
+            if now - max(times) >= quiet:
+                out.append((min(times), study))
         return [s for _, s in sorted(out)]
 
     def done_sources(self) -> set[str]:
