@@ -183,8 +183,11 @@ def cmd_run(args: argparse.Namespace) -> None:
     from .study.run import run_study
 
     cfg = _config_from(args, "demo")
+    out = args.out or default_study_folder(cfg)
+    if args.out is None:
+        print(f"study folder: {out} (--out names another)", flush=True)
     t0 = time.perf_counter()
-    m = run_study(cfg, args.out)
+    m = run_study(cfg, out)
     print("Table 1 (test split; 95 % bootstrap intervals over patients):")
     cols = ["encoder", "loss", "iou", "pixel_accuracy", "iou_pos", "dice_kaggle", "dice_pos"]
     print("  " + "  ".join(f"{c:<18}" if c == "encoder" else f"{c:>22}" for c in cols))
@@ -196,6 +199,16 @@ def cmd_run(args: argparse.Namespace) -> None:
     print(f"best encoder (validation IoU): {m['best_encoder']}")
     _print_table2(m["stage2"])
     print(f"finished in {time.perf_counter() - t0:.0f}s; report: {m['report']}")
+
+
+def default_study_folder(cfg: config_mod.Config) -> str:
+    """``runs/demo`` for the phantoms, ``runs/<first data folder's name>`` for data of the user's."""
+    if not cfg.data.path:
+        return "runs/demo"
+    import re
+
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(cfg.data.path).expanduser().resolve().name).strip("._") or "data"
+    return f"runs/{name}" if name != "demo" else "runs/demo-data"
 
 
 def _print_table2(s2: dict) -> None:
@@ -483,7 +496,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--epochs", type=int)
     s.add_argument("--batch-size", type=int)
     s.add_argument("--device", help="auto, cpu, cuda or cuda:N")
-    s.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
+    s.add_argument("--out", help="study folder (default: runs/demo for the phantoms, runs/<first --data folder's name> "
+                   "for your data; a folder holding a study of other data is refused)")
     s.add_argument("--skip-bad", action="store_true")
     _add_config_args(s)
     s.set_defaults(func=cmd_run)

@@ -607,6 +607,12 @@ class Run:
         return self.stage2_dir / S2_BOOSTER.format(i)
 
 
+def _data_of(cfg: Config) -> tuple[str, ...]:
+    """The data a config trains on, as resolved folder names (empty: the synthetic phantoms)."""
+    paths = ([cfg.data.path] if cfg.data.path else []) + list(cfg.data.extra_paths)
+    return tuple(str(Path(p).expanduser().resolve()) for p in paths)
+
+
 class Study:
     """A study folder (``pneumoscope run --out``): one run per encoder, tables, plots, report."""
 
@@ -624,6 +630,20 @@ class Study:
     def seg_run(self, encoder: str) -> Run:
         """The stage-1 run of one encoder (the same object each time, so what it loaded is reused)."""
         return self._runs.setdefault(encoder, Run(self.root / "seg" / encoder))
+
+    def check_data(self, cfg: Config) -> None:
+        """Refuse a folder that holds a study of other data (its config says which): a study on
+        user data never replaces the demo's, nor one study another's."""
+        path = self.root / CONFIG
+        if not path.is_file():
+            return
+        try:
+            earlier = config_mod.load(path)
+        except PneumoscopeError:
+            return  # a config no longer valid: the new study replaces it
+        if _data_of(earlier) != _data_of(cfg):
+            what = ", ".join(_data_of(earlier)) or "the synthetic phantoms"
+            raise PneumoscopeError(f"{self.root}: holds a study of other data ({what}); name another --out, or delete it")
 
     def write_config(self, cfg: Config) -> None:
         """Save the resolved config of the study."""

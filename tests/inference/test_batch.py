@@ -121,3 +121,25 @@ def test_rerun_bookkeeping(run, inputs, tmp_path, monkeypatch):
     table = pd.read_csv(out / "predictions.csv")
     assert len(table) == 25 and table.file.is_unique and table.notna().all().all()
     assert len(pd.read_csv(sub)) == 25 and len(pd.read_csv(out / "skipped.csv")) == 1
+
+
+def test_no_resume_that_fails_leaves_the_folder_as_it_was(run, inputs, tmp_path, capsys):
+    """``--no-resume`` over earlier results, stopped by a corrupt input: the earlier listing and pictures
+    stay (once, predictions.csv was deleted first and its masks were left listed nowhere)."""
+    from tests.test_reliability import snapshot
+
+    out = tmp_path / "o"
+    first = sorted(inputs.glob("*.png"))[:4]
+    predict_files(run, first, out, PredictOptions(backend="torch"))
+    before = snapshot(out)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for f in first[:2]:
+        shutil.copy(f, bad / f.name)
+    (bad / "zz_cut.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00" * 20)
+    assert main(["predict", "--run", str(run), str(bad), "--out", str(out), "--no-resume", "--backend", "torch"]) == 2
+    assert "zz_cut.dcm" in capsys.readouterr().err
+    assert snapshot(out) == before and not list(out.glob(".next-*"))
+    r = predict_files(run, first[:2], out, PredictOptions(backend="torch", resume=False))  # succeeds: replaces
+    assert r["predicted"] == 2 and len(pd.read_csv(out / "predictions.csv")) == 2
+    assert sorted(p.stem for p in (out / "masks").glob("*.png")) == sorted(f.stem for f in first[:2])

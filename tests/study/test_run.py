@@ -38,3 +38,19 @@ def test_run_end_to_end_on_a_tiny_config(tiny_synth, tmp_path, capsys, monkeypat
     assert "http://" not in page and "https://" not in page  # self-contained
     for name in ("training_curves", "roc_pr", "confusion", "calibration", "overlays"):
         assert (out / "plots" / f"{name}.png").is_file()
+
+
+def test_a_study_on_user_data_never_replaces_another_studys_folder(tiny_synth, tmp_path, capsys):
+    """``run --data X`` without --out once wrote into runs/demo and replaced the demo study."""
+    from pneumoscope.cli import default_study_folder
+    from pneumoscope.runs import Study
+
+    demo = Study(tmp_path / "demo")
+    demo.create()
+    demo.write_config(config.load("demo"))
+    before = (tmp_path / "demo" / "config.yaml").read_bytes()
+    assert main(["run", "--data", str(tiny_synth), "--out", str(tmp_path / "demo"), *FAST]) == 2
+    assert "holds a study of other data (the synthetic phantoms)" in capsys.readouterr().err
+    assert (tmp_path / "demo" / "config.yaml").read_bytes() == before
+    assert default_study_folder(config.load("demo")) == "runs/demo"
+    assert default_study_folder(config.load("demo", [f"data.path={tiny_synth}"])) == f"runs/{tiny_synth.name}"

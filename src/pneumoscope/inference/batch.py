@@ -25,9 +25,11 @@ stem with control and path characters replaced.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import os
 import re
+import shutil
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -74,8 +76,11 @@ class PredictionFolder:
     """The output folder of ``predict``: what is done, picture names, rows, skipped files (and, under
     ``torchrun``, each process's part of them: :mod:`.ranks`)."""
 
+    OWN = ("masks", "overlays", "gradcam", "predictions.csv", "skipped.csv")  # what a predict writes here
+
     def __init__(self, root: str | Path, gradcam: bool = False, overlays: bool = True) -> None:
         self.root = Path(root)
+        self.gradcam, self.overlays = gradcam, overlays
         check_writable_folder(self.root)
         self._subs = ("masks",) + (("overlays",) if overlays else ()) + (("gradcam",) if gradcam else ())
         self._made = False  # sub-folders are made with the first picture: a failed first call leaves none
@@ -188,6 +193,29 @@ class PredictionFolder:
             self.skipped_csv.unlink(missing_ok=True)
         return len(rows)
 
+    def has_results(self) -> bool:
+        """Whether an earlier predict left anything of its own here."""
+        return any((self.root / name).exists() for name in self.OWN)
+
+    def staging(self) -> PredictionFolder:
+        """A fresh folder inside this one for a ``--no-resume`` run (earlier stagings, left by a killed
+        run, removed: the caller holds this folder's lock)."""
+        for old in self.root.glob(".next-*"):
+            shutil.rmtree(old, ignore_errors=True)
+        return PredictionFolder(self.root / f".next-{os.getpid()}", self.gradcam, self.overlays)
+
+    def take(self, staging: PredictionFolder) -> None:
+        """Replace what an earlier predict wrote here by what ``staging`` holds (after its run succeeded)."""
+        trash = self.root / f".old-{os.getpid()}"
+        trash.mkdir(exist_ok=True)
+        for name in self.OWN:
+            if (self.root / name).exists():
+                os.replace(self.root / name, trash / name)
+        for name in self.OWN:
+            if (staging.root / name).exists():
+                os.replace(staging.root / name, self.root / name)
+        shutil.rmtree(trash, ignore_errors=True)
+
     def write_submission(self, path: Path, rows: list[dict]) -> None:
         """The SIIM submission of every image in the folder (``ImageId`` = file stem, RLE of its mask)."""
         out = []
@@ -283,9 +311,19 @@ def stream(files: list[Path], batch_size: int, workers: int, dicom: bool = False
 
 def predict_into(folder: PredictionFolder, run: str | Path, files: list[Path], sub_path: Path | None,
                   opts: PredictOptions, say) -> dict:
-    if not opts.resume:
-        folder.csv.unlink(missing_ok=True)
-        folder.skipped_csv.unlink(missing_ok=True)
+    """Predict ``files`` into ``folder`` (the caller holds its lock). With ``--no-resume`` over earlier
+    results, everything is written into a staging folder first and replaces the earlier results only
+    when the whole call succeeded: a failed call leaves the folder as it was."""
+    if not opts.resume and folder.has_results():
+        staging = folder.staging()
+        try:
+            out = predict_into(staging, run, files, None, dataclasses.replace(opts, resume=True), say)
+            folder.take(staging)
+        finally:
+            shutil.rmtree(staging.root, ignore_errors=True)
+        if sub_path is not None:
+            folder.write_submission(sub_path, folder.rows())
+        return out
     earlier = folder.rows()
     todo = plan(folder, earlier, files)
     pred = Predictor(run, opts, say) if todo else None

@@ -109,6 +109,7 @@ def run_study(cfg: Config, out: str | Path) -> dict:
         canonical_encoder(enc)  # fail on a bad name before any work
     study = Study(out)
     check_writable_folder(study.root)
+    study.check_data(cfg)
     with locks.hold(study.root, "run"):
         return _run_study(cfg, study)
 
