@@ -266,6 +266,8 @@ CASES = [
          "lists 2 members for 1 boosters"),
         ("classifier of another format", _set("stage2/classifier.json", "format", "sklearn-pickle"), "field 'format' is 'sklearn-pickle'"),
         ("booster of random bytes", _write("stage2/booster-0.ubj", bytes(range(256)) * 8), "booster-0.ubj: not an XGBoost model that loads"),
+        *[(f"booster of 5,000 random bytes (seed {seed})", _write("stage2/booster-0.ubj", __import__("random").Random(seed).randbytes(5000)),
+           "booster-0.ubj: not an XGBoost model that loads") for seed in (6,)],  # XGBoost quotes these bytes: UnicodeDecodeError
         ("booster missing", lambda ws: (ws["run"] / "stage2" / "booster-0.ubj").unlink(), "booster-0.ubj: is missing"),
         ("feature names of another length", _write("stage2/feature_names.json", b'["a", "b"]'), "feature_names.json: is not a list of"),
         ("post-processing top = 7", _set("postprocess.json", "top", 7), "postprocess.json: field 'top' is 7, outside [0, 1]"),

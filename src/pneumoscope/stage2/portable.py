@@ -99,8 +99,9 @@ class PortableClassifier:
             try:
                 booster.load_model(bytearray(raw))
                 got = booster.num_features()
-            except xgb.core.XGBoostError as exc:
-                first = " ".join(str(exc).split("Stack trace")[0].split())[:120]
+            except Exception as exc:  # XGBoostError, or a UnicodeDecodeError of XGBoost quoting the bytes it read
+                first = (" ".join(str(exc).split("Stack trace")[0].split())[:120] if isinstance(exc, xgb.core.XGBoostError)
+                         else f"{exc.__class__.__name__} while reading it")
                 raise PneumoscopeError(f"{name}: not an XGBoost model that loads ({first}); rerun train-cls") from exc
             if n_features is not None and got != n_features:
                 raise PneumoscopeError(f"{name}: takes {got} features, the classifier's summary says {n_features}; rerun train-cls")
