@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from ..config import Config
+from ..data.pixels import one_line
 from ..errors import PneumoscopeError
 from ..files import file_sha256
 from ..runs import Run
@@ -48,12 +49,28 @@ REDUCED = ("bf16", "fp16", "int8")
 ARITHMETIC_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16",
                     "amx_int8", "amx_fp16")
 ISA_LIMITS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
+ISA_VALUES = {  # what oneDNN and PyTorch accept (any case); anything else they ignore, and so does the machine key
+    "ONEDNN_MAX_CPU_ISA": {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI",
+                           "AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16",
+                           "AVX10_1_512", "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16", "AVX10_2_512", "AVX10_2_512_AMX_2",
+                           "DEFAULT", "ALL"},
+    "ATEN_CPU_CAPABILITY": {"DEFAULT", "AVX2", "AVX512", "AVX512_VNNI", "AVX512_BF16", "AMX", "VSX", "ZVECTOR", "SVE256"},
+}
 
 
 def isa_limits() -> str:
     """Limits put on the instruction set this process uses (" ONEDNN_MAX_CPU_ISA=AVX2 ..."; "" for
-    none): an emulated AVX2 machine is another machine for both speed and rounding."""
-    return "".join(f" {k}={os.environ[k]}" for k in ISA_LIMITS if os.environ.get(k))
+    none): an emulated AVX2 machine is another machine for both speed and rounding. A value the
+    libraries do not know is left out (they ignore it: the machine is what it is; :func:`isa_notes`)."""
+    return "".join(f" {k}={os.environ[k].strip().upper()}" for k in ISA_LIMITS
+                   if os.environ.get(k, "").strip() and os.environ[k].strip().upper() in ISA_VALUES[k])
+
+
+def isa_notes() -> list[str]:
+    """One line for each instruction-set limit whose value the libraries do not know."""
+    return [f"{k}={os.environ[k]!r} is not a value oneDNN/PyTorch know ({', '.join(sorted(ISA_VALUES[k]))}): ignored, "
+            "as they ignore it" for k in ISA_LIMITS
+            if os.environ.get(k, "").strip() and os.environ[k].strip().upper() not in ISA_VALUES[k]]
 
 
 def arithmetic(device: torch.device) -> str:
@@ -196,7 +213,14 @@ def judge(run: Run, model: torch.nn.Module, device: torch.device, stage2=None, s
               "calibration_images": len(ev.calibration), "device": str(device), "arithmetic": arithmetic(device),
               "reference": {"precision": "fp32", **ref_scores, "ms_per_image": _ms(reference, x)}, "precisions": {}}
     for name, backend in candidates(run, model, device, x_calib, say).items():
-        probs, cls = backend(x)
+        try:
+            probs, cls = backend(x)
+        except Exception as exc:  # a runtime that cannot run this model here (e.g. OpenVINO under an ISA limit)
+            why = f"failed here ({exc.__class__.__name__}: {one_line(exc)[:160]})"
+            say(f"precision {name} ({backend.name}): {why}; not used")
+            record["precisions"][name] = {"drop": {}, "decision_flips": None, "accepted": False, "reason": why,
+                                          "backend": backend.name, "ms_per_image": None}
+            continue
         scores, decisions = _scores(probs, cls, ev, rule, stage2, ev.images)
         drops = {k: round(ref_scores[k] - scores[k], 6) for k in scores if scores[k] is not None and ref_scores[k] is not None}
         flips = 0 if decisions is None else int((decisions != ref_decisions).sum())
@@ -231,6 +255,8 @@ def _ms(backend, x: np.ndarray) -> float:
 
 def describe(name: str, entry: dict, record: dict) -> str:
     """One line: what the validation images said of a precision."""
+    if entry.get("decision_flips") is None and not entry.get("drop"):  # it did not run here
+        return f"{name} ({entry.get('backend', '?')}): {entry['reason']}"
     drops = ", ".join(f"{k} {'-' if v > 0 else '+'}{abs(v):.4f}" for k, v in entry["drop"].items())
     return (f"{name} ({entry.get('backend', '?')}) on {record['validation_images']} validation image(s): {drops}, "
             f"{entry['decision_flips']} decision "
@@ -265,6 +291,9 @@ def table(record: dict) -> list[str]:
              f"  {'fp32':<10}{'torch-fp32':<16}{ref['ms_per_image']:>8.1f}{ref['dice_kaggle']:>13.4f}"
              f"{_num(ref['dice_pos']):>10}  reference"]
     for name, e in record["precisions"].items():
+        if e.get("ms_per_image") is None:  # it did not run here
+            lines.append(f"  {name:<10}{e['backend']:<16}{'-':>8}{'-':>13}{'-':>10}  {e['reason']}")
+            continue
         lines.append(f"  {name:<10}{e['backend']:<16}{e['ms_per_image']:>8.1f}{e['dice_kaggle']:>13.4f}{_num(e['dice_pos']):>10}  "
                      f"{e['reason']}" + (f" ({e['decision_flips']} flips)" if e["accepted"] is False and e["decision_flips"] else ""))
     if not record["precisions"]:

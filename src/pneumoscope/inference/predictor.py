@@ -30,7 +30,7 @@ from ..stage1.postprocess import Rule, load_rule
 from . import select
 from .backends import with_hflip_tta
 from .options import PredictOptions
-from .precision import arithmetic, judge, precision_notes
+from .precision import arithmetic, isa_notes, judge, precision_notes
 
 
 @dataclass
@@ -194,7 +194,7 @@ class Predictor:
         self.backend, notes = select.choose(lambda: self.model, self.device, x, self.opts.backend, self.opts.precision,
                                             self.opts.compile, onnx_path, None if self.read_only else self.run, thresholds, self.say,
                                             self.opts.threads, record, int8)
-        self.notes += notes + precision_notes(self.backend.name, record, self.opts.precision)
+        self.notes += isa_notes() + notes + precision_notes(self.backend.name, record, self.opts.precision)
 
     def _precision_record(self) -> dict | None:
         """The run's precision record, judged now when missing (once per weights; not for a run

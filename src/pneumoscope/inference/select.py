@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data.pixels import one_line
 from ..errors import PneumoscopeError
 from ..runs import Run
 from ..stage1.metrics import per_image_dice
@@ -174,11 +175,16 @@ def choose(model: nn.Module | Callable[[], nn.Module], device: torch.device, x: 
     timings = {}
     passing = []
     for cand, reduced in cands:
-        ok, how = verify(cand, reduced, ref_prob, probe, thresholds)
+        try:
+            ok, how = verify(cand, reduced, ref_prob, probe, thresholds)
+            if ok:
+                timings[cand.name] = _ms_per_image(cand, probe)
+        except Exception as exc:  # a runtime that cannot run this model here: one line, out of the running
+            notes.append(f"{cand.name} failed here ({exc.__class__.__name__}: {one_line(exc)[:160]}); not used")
+            continue
         if not ok:
             notes.append(f"{cand.name} does not match float32 ({how}); not used")
             continue
-        timings[cand.name] = _ms_per_image(cand, probe)
         passing.append(cand)
     timings[ref.name] = _ms_per_image(ref, probe)
     passing.append(ref)  # always valid
@@ -225,5 +231,8 @@ def _reverify(name: str, stored: tuple | None, get_model: Callable[[], nn.Module
     if not cands:
         return None, f"{name} is not available now; choosing again"
     cand, reduced = cands[0]
-    ok, how = verify(cand, reduced, ref_prob, probe, thresholds)
+    try:
+        ok, how = verify(cand, reduced, ref_prob, probe, thresholds)
+    except Exception as exc:  # it ran before, not now (another ISA limit, a runtime updated): choose again
+        return None, f"{cand.name} failed here ({exc.__class__.__name__}: {one_line(exc)[:160]}); choosing again"
     return (cand, how) if ok else (None, f"{cand.name} rejected on the probe ({how}); choosing again")
