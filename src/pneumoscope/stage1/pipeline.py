@@ -25,7 +25,7 @@ from ..runs import Run
 from . import postprocess
 from .engine import evaluate
 from .losses import CompositeLoss
-from .metrics import SegMetrics, intervals_of, per_image_counts, per_source
+from .metrics import SegMetrics, intervals_of, metrics_of, per_image_counts, per_source
 from .trainer import check_resumable, train_segmentation
 from .unet import canonical_encoder, load_model
 
@@ -169,6 +169,7 @@ def evaluate_rows(run: Run, cache: Cache, rows: np.ndarray, device: torch.device
     patients = cache.index["patient_id"].iloc[rows].tolist() if "patient_id" in cache.index else None
     sources = cache.index["source"].iloc[rows].tolist() if "source" in cache.index else [""] * len(rows)
     counts = per_image_counts(probs > cfg.train.threshold, truths)  # one pass over the masks; every number below from it
+    metrics.update(metrics_of(counts, np.arange(len(rows))))  # the estimates from the numbers their intervals resample
     metrics.update(intervals_of(counts, patients))
     metrics["per_image"] = pd.DataFrame({"id": cache.index["id"].iloc[rows].astype(str).to_numpy(),
                                          "patient_id": [str(p) for p in patients] if patients is not None else "", **counts})
