@@ -248,3 +248,34 @@ def test_predict_dicom_out_over_every_odd_dicom(dicom_run, predicted, tmp_path, 
     assert main(args) == 0  # rerun: the results inside the input folder are not inputs
     again = capsys.readouterr()
     assert "predicted 0 images" in again.out and len(pd.read_csv(out / "skipped.csv")) == len(skipped)
+
+
+def test_a_pydicom_dataset_is_predicted_as_its_file_is(dicom_run, siim_sources):
+    """``predict(pydicom.Dataset)`` once said "got an array of shape ()"."""
+    model = load_run(dicom_run, backend="torch")
+    ds = pydicom.dcmread(siim_sources["mono1"])
+    from_ds, from_file = model.predict(ds), model.predict(siim_sources["mono1"])
+    np.testing.assert_array_equal(from_ds.mask, from_file.mask)
+    assert from_ds.p_pneumothorax == from_file.p_pneumothorax
+    assert from_ds.to_dicom(kinds="sr")["sr"].StudyInstanceUID == ds.StudyInstanceUID
+
+
+@pytest.mark.parametrize("where, message", [("a_file", "is a file"), ("under_a_file", "cannot be created"),
+                                            ("read_only", "cannot")])
+def test_save_dicom_where_it_cannot_is_one_line(dicom_run, siim_sources, tmp_path, where, message):
+    import os
+
+    result = load_run(dicom_run, backend="torch").predict(siim_sources["j2k"])
+    (tmp_path / "f").write_text("x")
+    folder = {"a_file": tmp_path / "f", "under_a_file": tmp_path / "f" / "sub", "read_only": tmp_path / "ro"}[where]
+    if where == "read_only":
+        folder.mkdir()
+        os.chmod(folder, 0o500)
+        if os.access(folder, os.W_OK):  # root writes anyway: a read-only file system it cannot
+            folder = Path("/proc/pneumoscope-results")
+    try:
+        with pytest.raises(PneumoscopeError, match=message):
+            result.save_dicom(folder, kinds="sr")
+    finally:
+        if where == "read_only" and (tmp_path / "ro").exists():
+            os.chmod(tmp_path / "ro", 0o700)

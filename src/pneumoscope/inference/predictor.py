@@ -42,7 +42,7 @@ class Prediction:
     p_pneumothorax: float | None  # stage-2 P(pneumothorax); None when the run has no classifier
     decision: str | None  # "pneumothorax" | "normal" at the run's threshold; None without stage 2
     metadata: dict[str, Any] = field(default_factory=dict)  # DICOM metadata (sex, age, view, ...)
-    source: str | None = field(default=None, repr=False)  # the file predicted (None for an array)
+    source: Any = field(default=None, repr=False)  # the file predicted (a path, or the pydicom Dataset; None for an array)
     algorithm: Any = field(default=None, repr=False)  # results.Algorithm: who made this (for DICOM results)
 
     @property
@@ -241,8 +241,15 @@ class Predictor:
                                   algorithm=self.algorithm))
         return out
 
-    def predict(self, image: str | Path | np.ndarray, metadata: dict | None = None) -> Prediction:
-        """Prediction of one radiograph: a DICOM/PNG/JPEG path, or a 2-D array (see :func:`array_to_unit`)."""
+    def predict(self, image: Any, metadata: dict | None = None) -> Prediction:
+        """Prediction of one radiograph: a DICOM/PNG/JPEG path, a pydicom Dataset (its pixels through
+        the DICOM display pipeline, as for a file), or a 2-D array (see :func:`array_to_unit`)."""
+        dataset = _as_dataset(image)
+        if dataset is not None:
+            img, meta = _read_dataset(dataset, int(self.opts.max_megapixels * 1e6))
+            result = self.predict_batch([img], [{**meta, **(metadata or {})}])[0]
+            result.source = dataset  # to_dicom() makes its results in this dataset's study
+            return result
         if isinstance(image, (str, Path)):
             img, meta = read_image(image, int(self.opts.max_megapixels * 1e6), min_side=MIN_SIDE)
             meta = {**meta, **(metadata or {})}
@@ -266,7 +273,32 @@ class Predictor:
         return [cv2.resize(h, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR) for h, img in zip(heat, images)]
 
 
-ACCEPTED = "a file path (str or pathlib.Path) or a 2-D numpy array"
+ACCEPTED = "a file path (str or pathlib.Path), a pydicom Dataset or a 2-D numpy array"
+
+
+def _as_dataset(image: Any) -> Any:
+    """``image`` when it is a pydicom Dataset (pydicom imported only when one could be), else None."""
+    if type(image).__module__.startswith("pydicom"):
+        from pydicom.dataset import Dataset
+
+        return image if isinstance(image, Dataset) else None
+    return None
+
+
+def _read_dataset(ds: Any, max_pixels: int) -> tuple[np.ndarray, dict]:
+    """A dataset's first frame as displayed and its metadata, exactly as from its file."""
+    import io
+
+    from ..data.dicom import read_dicom_dataset
+
+    buf = io.BytesIO()
+    try:
+        ds.save_as(buf, enforce_file_format=False)
+    except Exception as exc:  # a dataset pydicom cannot encode (no pixel data, values of the wrong type)
+        raise PneumoscopeError(f"the pydicom Dataset cannot be read as a radiograph ({exc.__class__.__name__}: {exc})") from exc
+    buf.seek(0)
+    img, meta, _ = read_dicom_dataset(buf, str(ds.get("SOPInstanceUID", "") or "dataset"), max_pixels, MIN_SIDE)
+    return img, meta
 
 
 def _array_shape(image: Any) -> tuple[int, ...]:
