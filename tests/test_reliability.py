@@ -309,6 +309,13 @@ CASES = [
      ["train-seg", "--config", "{tmp}/bomb.yaml", "--out", "{run}"], 2, "aliases are not allowed in config files", "run"),
     ("--set with an alias", None, ["train-seg", "--out", "{run}", "--set", "train.lr=*x"], 2, "--set train.lr: invalid YAML", "run"),
     ("upgrade-run of a folder with nothing pickled", None, ["upgrade-run", "--run", "{run}"], 2, "nothing to upgrade", "run"),
+    # -- minor cases of issue 24 -------------------------------------------------------------------------------------
+    ("predict --out a run folder", None, ["predict", "--run", "{run}", "{good}", "--out", "{run}"], 2,
+     "is a run or study folder; predictions go into a folder of their own", "run"),
+    ("predict --submission under a file (said before predicting)", None, ["predict", "--run", "{run}", "{good}", "--out",
+     "{tmp}/p", "--submission", "{file}/sub.csv"], 2, "--submission: the folder of", "run"),
+    ("train-seg --resume with --init-from", None, ["train-seg", "--data", "{data}", "--out", "{run}", *RUN_ARGS, "--resume",
+     "--init-from", "{run}"], 2, "--resume continues this run from its own last.pt; --init-from starts a new run", "run"),
     # -- non-finite numbers are refused before anything is touched (issue 24) -----------------------------------------
     ("train-seg --set train.lr=inf into a finished run", None, ["train-seg", "--data", "{data}", "--out", "{run}", *RUN_ARGS,
      "--set", "train.lr=inf"], 2, "config key train.lr: inf is not allowed; it must be a finite number", "run"),
@@ -380,6 +387,26 @@ def test_library_options_refuse_non_finite_numbers():
     for bad in ({"quiet": float("nan")}, {"retry": float("inf")}):
         with pytest.raises(PneumoscopeError, match="finite"):
             NodeOptions(destinations=(Destination.parse("X@127.0.0.1:1"),), **bad).check()
+
+
+def test_a_submission_into_a_missing_folder_is_written(ws, capsys):
+    sub = ws["tmp"] / "new" / "deeper" / "sub.csv"
+    assert main(["predict", "--run", str(ws["run"]), str(ws["good"]), "--out", str(ws["tmp"] / "p"), "--submission", str(sub),
+                 "--backend", "torch"]) == 0
+    assert pd.read_csv(sub).columns.tolist() == ["ImageId", "EncodedPixels"]
+
+
+def test_a_token_file_others_can_read_is_said(tmp_path):
+    import os
+
+    from pneumoscope.serve.auth import token_file_warning
+
+    f = tmp_path / "token"
+    f.write_text("x" * 40)
+    os.chmod(f, 0o644)
+    assert "can be read by other users (mode 0644)" in token_file_warning(str(f))
+    os.chmod(f, 0o600)
+    assert token_file_warning(str(f)) is None
 
 
 def test_serve_on_a_port_in_use_is_one_line(ws, capsys):

@@ -262,11 +262,14 @@ def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     from .serve.app import create_app
-    from .serve.auth import check_exposure, read_token
+    from .serve.auth import check_exposure, read_token, token_file_warning
     from .serve.listen import listen
 
     _quiet_dicom_libraries()
     token = read_token(args.token_file)
+    exposed = token_file_warning(args.token_file)
+    if exposed:
+        print(f"warning: {exposed}", file=sys.stderr)
     check_exposure(args.host, token, args.insecure_no_token)
     sock = listen(args.host, args.port)  # first: a bad or taken port fails before the model loads
     try:

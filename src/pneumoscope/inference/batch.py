@@ -225,6 +225,7 @@ class PredictionFolder:
             if mask is None:
                 raise PneumoscopeError(f"{self.root}: the mask of {r['file']} is missing; rerun with --no-resume")
             out.append({"ImageId": Path(r["file"]).stem, "EncodedPixels": encode(mask > 0)})
+        path.parent.mkdir(parents=True, exist_ok=True)  # checked before predicting (archive.predict_files)
         write_csv(path, ["ImageId", "EncodedPixels"], out)
 
 

@@ -47,6 +47,20 @@ def read_token(token_file: str | None, environ: dict | None = None) -> str | Non
     return token
 
 
+def token_file_warning(token_file: str | None) -> str | None:
+    """A line when the token file can be read by other users of this machine (None: it cannot)."""
+    if not token_file:
+        return None
+    try:
+        mode = Path(token_file).stat().st_mode & 0o777
+    except OSError:
+        return None
+    if mode & 0o077:
+        return (f"--token-file {token_file} can be read by other users (mode {mode:04o}): anyone who can read it can "
+                f"use the server; chmod 600 {token_file}")
+    return None
+
+
 def is_loopback(host: str) -> bool:
     """Whether ``host`` names only the loopback interface (127.0.0.0/8, ::1, localhost)."""
     try:
