@@ -315,7 +315,7 @@ CASES = [
     ("predict --submission under a file (said before predicting)", None, ["predict", "--run", "{run}", "{good}", "--out",
      "{tmp}/p", "--submission", "{file}/sub.csv"], 2, "--submission: the folder of", "run"),
     ("train-seg --resume with --init-from", None, ["train-seg", "--data", "{data}", "--out", "{run}", *RUN_ARGS, "--resume",
-     "--init-from", "{run}"], 2, "--resume continues this run from its own last.pt; --init-from starts a new run", "run"),
+     "--init-from", "{run}"], 2, "--resume continues this run from its own resume checkpoint; --init-from starts a new run", "run"),
     # -- non-finite numbers are refused before anything is touched (issue 24) -----------------------------------------
     ("train-seg --set train.lr=inf into a finished run", None, ["train-seg", "--data", "{data}", "--out", "{run}", *RUN_ARGS,
      "--set", "train.lr=inf"], 2, "config key train.lr: inf is not allowed; it must be a finite number", "run"),

@@ -607,6 +607,12 @@ class Run:
         return self.stage2_dir / S2_BOOSTER.format(i)
 
 
+def holds_a_model(folder: str | Path) -> bool:
+    """Whether ``folder`` is a run folder (trained weights) or a study folder (its config and runs)."""
+    folder = Path(folder)
+    return (folder / BEST).is_file() or ((folder / CONFIG).is_file() and (folder / "seg").is_dir())
+
+
 def _data_of(cfg: Config) -> tuple[str, ...]:
     """The data a config trains on, as resolved folder names (empty: the synthetic phantoms)."""
     paths = ([cfg.data.path] if cfg.data.path else []) + list(cfg.data.extra_paths)

@@ -78,7 +78,7 @@ def test_integer_arrays_are_scaled_by_their_own_range(model, tiny_synth):
     (np.zeros((64, 64), complex), "got dtype complex128"),
     (np.array([["a"] * 64] * 64), "got dtype <U1"),
     (np.zeros((2, 2)), "too small for a radiograph"),
-    (b"\x89PNG\r\n\x1a\n...", "predict takes a file path \\(str or pathlib.Path\\) or a 2-D numpy array, got bytes"),
+    (b"\x89PNG\r\n\x1a\n...", "predict takes a file path \\(str or pathlib.Path\\), a pydicom Dataset or a 2-D numpy array, got bytes"),
     (b"/data/scan.dcm", "got bytes: to predict a file's contents, write them to a file"),
     (bytearray(b"x" * 10), "got bytearray"),
     (None, "got None"),

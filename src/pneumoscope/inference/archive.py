@@ -11,7 +11,7 @@ from .. import locks
 from ..data.io import list_images
 from ..errors import PneumoscopeError
 from ..files import check_writable_folder
-from ..runs import Run
+from ..runs import holds_a_model
 from .batch import PredictionFolder, predict_into
 from .options import PredictOptions
 from .ranks import merge, predict_ranks
@@ -29,7 +29,7 @@ def predict_files(run: str | Path, inputs: list[str | Path], out: str | Path, op
     if sub_path is not None:  # said now, not after every image is predicted
         check_writable_folder(sub_path.resolve().parent, "--submission: the folder of")
     for folder, flag in ((Path(out), "--out"), *(((Path(opts.dicom_out), "--dicom-out"),) if opts.dicom_out else ())):
-        if Run(folder).has_weights() or (folder / "config.yaml").is_file() and (folder / "seg").is_dir():
+        if holds_a_model(folder):
             raise PneumoscopeError(f"{flag} {folder}: is a run or study folder; predictions go into a folder of their own")
     # one entry per file, however named; never the pictures of this or an earlier call under --out, nor
     # the DICOM results under --dicom-out (another call's results elsewhere are known by their header)

@@ -273,7 +273,8 @@ class Predictor:
         return [cv2.resize(h, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR) for h, img in zip(heat, images)]
 
 
-ACCEPTED = "a file path (str or pathlib.Path), a pydicom Dataset or a 2-D numpy array"
+ACCEPTED = "a file path (str or pathlib.Path), a pydicom Dataset or a 2-D numpy array"  # what predict() takes
+IMAGES = "a file path (str or pathlib.Path) or a 2-D numpy array"  # what a batch's items are asked to be
 
 
 def _as_dataset(image: Any) -> Any:
@@ -308,7 +309,7 @@ def _array_shape(image: Any) -> tuple[int, ...]:
             image, (bytes, bytearray, memoryview)) else f"a path ({image})"
         hint = " (to predict a file's contents, write them to a file or POST them to the server)" if isinstance(
             image, (bytes, bytearray, memoryview)) else ""
-        raise PneumoscopeError(f"expected {ACCEPTED} for each image, got {what}{hint}"
+        raise PneumoscopeError(f"expected {IMAGES} for each image, got {what}{hint}"
                                + ("; predict(path) reads files" if isinstance(image, (str, Path)) else ""))
     shape = np.shape(image)
     if len(shape) != 2:

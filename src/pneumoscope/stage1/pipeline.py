@@ -58,7 +58,7 @@ def train_seg(cfg: Config, out: str | Run, resume: bool = False, cache: Cache | 
 
 def _train_seg(cfg: Config, run: Run, resume: bool, cache: Cache | None, skipped: list | None) -> dict:
     if resume and cfg.model.init_from:
-        raise PneumoscopeError("--resume continues this run from its own last.pt; --init-from starts a new run from "
+        raise PneumoscopeError("--resume continues this run from its own resume checkpoint; --init-from starts a new run from "
                                "another run's weights: use one of them")
     resume_state = None
     if resume and run.has_resume_state():
