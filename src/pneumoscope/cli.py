@@ -127,7 +127,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     opts = PredictOptions(backend=args.backend, precision=args.precision, compile=args.compile, tta=args.tta,
                           postprocess=not args.no_postprocess, batch_size=args.batch_size, workers=args.workers,
                           threads=args.threads,
-                          overlay_size=args.overlay_size,
+                          overlay_size=args.overlay_size, max_megapixels=args.max_megapixels,
                           gradcam=args.gradcam, submission=args.submission, skip_bad=args.skip_bad, device=args.device,
                           resume=not args.no_resume, dicom_out=args.dicom_out,
                           dicom_objects=_dicom_objects(args.dicom_objects))
@@ -421,6 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, help="decoding threads (default: one per two cores)")
     s.add_argument("--threads", type=int, help="threads of the network (default: PyTorch's and ONNX Runtime's own; "
                    "under torchrun: the cores shared among the processes on the machine)")
+    s.add_argument("--max-megapixels", type=finite, default=178.95697, metavar="MP",
+                   help="largest image, refused from its header before decoding (default: Pillow's 179 megapixels)")
     s.add_argument("--overlay-size", type=int, default=512, metavar="PX",
                    help="long side of the overlay pictures (default 512; 0: no overlays; masks are always full size)")
     s.add_argument("--device", default="auto")

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -143,3 +144,16 @@ def test_no_resume_that_fails_leaves_the_folder_as_it_was(run, inputs, tmp_path,
     r = predict_files(run, first[:2], out, PredictOptions(backend="torch", resume=False))  # succeeds: replaces
     assert r["predicted"] == 2 and len(pd.read_csv(out / "predictions.csv")) == 2
     assert sorted(p.stem for p in (out / "masks").glob("*.png")) == sorted(f.stem for f in first[:2])
+
+
+@pytest.mark.parametrize("dicom", [False, True], ids=["png", "dicom-out"])
+def test_the_pixel_cap_the_user_sets_is_the_one_checked(run, inputs, tmp_path, capsys, dicom):
+    """The reader threads once checked every file against the module's 179 megapixels, whatever
+    --max-megapixels said (the server and the node checked the user's): the image was decoded whole
+    before the model's own check refused "image 0". Now the file is refused from its header."""
+    files = [str(inputs / "case.dcm")] if dicom else [str(sorted(inputs.glob("*.png"))[0])]
+    args = ["predict", "--run", str(run), *files, "--out", str(tmp_path / "o"), "--backend", "torch",
+            "--max-megapixels", "0.001"] + (["--dicom-out", str(tmp_path / "d")] if dicom else [])
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"{Path(files[0]).name}: " in err and "is more than the limit of 0 megapixels" in err
