@@ -307,7 +307,9 @@ def cmd_listen(args: argparse.Namespace) -> None:
     for noisy in ("pynetdicom", "dicomweb_client"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     _quiet_dicom_libraries()
-    say = logging.getLogger("pneumoscope.node").info  # the node's log (stderr); stdout says only where it listens
+    from .node import LOG
+
+    say = logging.getLogger(LOG).info  # the node's log (stderr); stdout says only where it listens
     pred = Predictor(args.run, PredictOptions(backend=args.backend, device=args.device), say)
     for line in pred.warm_up():  # before the first study: export, precision judgement, backend choice
         say(line)

@@ -47,3 +47,19 @@ def test_an_unknown_calling_ae_is_logged_as_such(scp, caplog):
     assert _associate(scp, "STRANGER").is_rejected
     line = next(r.getMessage() for r in caplog.records if "refused association" in r.getMessage())
     assert "AE STRANGER" in line and "calling AE title not in --allow-aet" in line
+
+
+def test_the_node_has_one_logger_name():
+    """The CLI configured ``pneumoscope.node`` while the SCP and the worker wrote to ``pneumoscope.listen``."""
+    import ast
+    from pathlib import Path
+
+    import pneumoscope
+    from pneumoscope.node import LOG, scp, service
+
+    assert scp.log.name == service.log.name == LOG == "pneumoscope.node"
+    names = {node.args[0].value for path in Path(pneumoscope.__file__).parent.rglob("*.py")
+             for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.Call)
+             and getattr(node.func, "attr", "") == "getLogger" and node.args and isinstance(node.args[0], ast.Constant)
+             and str(node.args[0].value).startswith("pneumoscope")}
+    assert names == set(), names  # no module spells a pneumoscope logger name but through node.LOG

@@ -7,9 +7,10 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from . import LOG
 from .filters import why_not
 
-log = logging.getLogger("pneumoscope.listen")
+log = logging.getLogger(LOG)
 
 # What pneumoscope's readers decode (pydicom + pylibjpeg). pynetdicom accepts, for each proposed
 # context, the first syntax of this list that the sender proposed: compressed ones come first, so a

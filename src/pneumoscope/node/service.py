@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PneumoscopeError
+from . import LOG
 from .destinations import Destination, check_ae_title
 from .spool import Job, Spool, digest
 
-log = logging.getLogger("pneumoscope.listen")
+log = logging.getLogger(LOG)
 
 
 @dataclass
