@@ -125,7 +125,7 @@ def test_no_other_module_names_a_run_folder_file():
     """The contract of the layout: only runs.py spells the names of the run folder's files."""
     names = [runs.CONFIG, runs.SPLIT, runs.HISTORY, runs.METRICS, runs.POSTPROCESS, runs.ONNX, runs.EXPORT_REPORT,
              runs.BACKEND_MEMO, runs.BEST, runs.LAST, runs.S2_CLASSIFIER, runs.S2_SUMMARY, runs.S2_FEATURE_NAMES,
-             runs.S2_TABLE2, runs.PRECISION, runs.INT8_ONNX]  # skipped.csv is also a name of predict's output folder, owned by inference/batch.py
+             runs.S2_TABLE2, runs.PRECISION, runs.INT8_ONNX]  # skipped.csv is also a name of predict's output folder, owned by inference/prediction_folder.py
     pattern = re.compile("|".join(re.escape(n) for n in names))
     offenders = [f"{p.relative_to(SRC)}:{i}: {line.strip()}" for p in SRC.rglob("*.py") if p.name != "runs.py"
                  for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]

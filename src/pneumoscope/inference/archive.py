@@ -12,8 +12,9 @@ from ..data.io import list_images
 from ..errors import PneumoscopeError
 from ..files import check_writable_folder
 from ..runs import holds_a_model
-from .batch import PredictionFolder, predict_into
+from .batch import predict_into
 from .options import PredictOptions
+from .prediction_folder import PredictionFolder
 from .ranks import merge, predict_ranks
 
 

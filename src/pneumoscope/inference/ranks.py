@@ -37,8 +37,9 @@ import torch
 from .. import distributed, locks
 from ..errors import PneumoscopeError
 from ..files import atomic_write, csv_text, write_csv
-from .batch import SKIPPED_FIELDS, PredictionFolder, check_fields, plan, predict_loop, read_skipped, summary
+from .batch import check_fields, plan, predict_loop, summary
 from .options import PredictOptions
+from .prediction_folder import SKIPPED_FIELDS, PredictionFolder, read_skipped
 from .predictor import Predictor
 
 
