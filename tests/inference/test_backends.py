@@ -86,14 +86,6 @@ def test_auto_without_a_record_is_float32(model, monkeypatch):
     assert names == ["torch-fp32-cl"]
 
 
-def test_pixels_at_the_threshold_are_not_a_mismatch():
-    ref = np.array([[0.50001, 0.2, 0.9]], np.float32)
-    assert backend_select.masks_agree(np.array([[0.49999, 0.2, 0.9]], np.float32), ref)  # undecided pixel
-    assert not backend_select.masks_agree(np.array([[0.50001, 0.6, 0.9]], np.float32), ref)  # a decided one flipped
-    assert backend_select.masks_agree(np.array([[0.50002, 0.2, 0.88]], np.float32), ref, thresholds=(0.5, 0.85))
-    assert backend_select.masks_agree(ref, ref, thresholds=(0.3, 0.5, 0.7))
-
-
 def test_eager_float32_is_chosen_when_nothing_else_qualifies(model, monkeypatch, tmp_path):
     monkeypatch.setattr(backend_select, "FP32_TOLERANCE", 0.0)  # every other float32 path "differs"
     monkeypatch.setattr(backend_select, "DICE_MIN", 1.01)
@@ -109,14 +101,6 @@ def test_choice_is_remembered_per_machine(model, tmp_path):
     first, _ = backend_select.choose(model, torch.device("cpu"), x, "torch", "fp32", memo=memo)
     again, notes = backend_select.choose(model, torch.device("cpu"), x, "torch", "fp32", memo=memo)
     assert first.name == again.name and "remembered" in notes[0]
-
-
-def test_an_isa_limit_is_another_machine_for_the_remembered_choice(monkeypatch):
-    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
-    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
-    here = backend_select.machine_key(torch.device("cpu"))
-    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
-    assert backend_select.machine_key(torch.device("cpu")) == here.replace("|torch", " ONEDNN_MAX_CPU_ISA=AVX2|torch")
 
 
 def _int8_record(*runtimes: str, refused: tuple[str, ...] = ()) -> dict:

@@ -14,7 +14,7 @@ import torch
 import pneumoscope
 from pneumoscope.cli import main
 from pneumoscope.errors import PneumoscopeError
-from pneumoscope.inference import precision
+from pneumoscope.inference import machine, precision
 from pneumoscope.inference.backends import openvino_available
 from pneumoscope.inference.options import PredictOptions
 from pneumoscope.inference.predictor import PneumoscopeWarning
@@ -39,7 +39,7 @@ def test_export_judges_every_precision_this_machine_has(judged, capsys):
     # every CPU runs int8: the one calibrated model judged on each runtime, OpenVINO's first
     assert [(k, e["backend"]) for k, e in record["precisions"].items() if k.startswith("int8")] == (
         [("int8", "openvino-int8"), ("int8-onnx", "onnx-int8")] if openvino_available() else [("int8", "onnx-int8")])
-    assert record["arithmetic"] == precision.arithmetic(torch.device("cpu"))
+    assert record["arithmetic"] == machine.arithmetic(torch.device("cpu"))
     for name, e in record["precisions"].items():
         assert set(e) >= {"dice_kaggle", "dice_pos", "drop", "decision_flips", "accepted", "reason", "ms_per_image"}
         assert e["accepted"] == (e["reason"] == "accepted"), name
@@ -145,28 +145,6 @@ def test_a_replaced_int8_model_is_named(judged, tmp_path):
         Run(run).current_int8()
 
 
-def test_the_arithmetic_names_the_vector_features_and_any_limit_on_them(monkeypatch):
-    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
-    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
-    here = precision.arithmetic(torch.device("cpu"))
-    assert here.startswith("cpu") and f"torch {torch.__version__.split('+')[0]}" in here
-    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # an AVX2 emulation rounds int8 as AVX2 does
-    limited = precision.arithmetic(torch.device("cpu"))
-    assert limited != here and "ONEDNN_MAX_CPU_ISA=AVX2" in limited
-
-
-@pytest.mark.parametrize("name, value, key, said", [
-    ("ONEDNN_MAX_CPU_ISA", "AVX2", " ONEDNN_MAX_CPU_ISA=AVX2", False), ("ONEDNN_MAX_CPU_ISA", "avx2", " ONEDNN_MAX_CPU_ISA=AVX2", False),
-    ("ONEDNN_MAX_CPU_ISA", "SSE41", " ONEDNN_MAX_CPU_ISA=SSE41", False), ("ONEDNN_MAX_CPU_ISA", "AVX3", "", True),
-    ("ATEN_CPU_CAPABILITY", "avx2", " ATEN_CPU_CAPABILITY=AVX2", False), ("ATEN_CPU_CAPABILITY", "fast", "", True)])
-def test_an_isa_limit_the_libraries_do_not_know_is_said_not_taken_for_another_machine(monkeypatch, name, value, key, said):
-    for k in precision.ISA_LIMITS:
-        monkeypatch.delenv(k, raising=False)
-    monkeypatch.setenv(name, value)
-    assert precision.isa_limits() == key
-    assert bool(precision.isa_notes()) is said and (not said or f"{name}={value!r} is not a value" in precision.isa_notes()[0])
-
-
 @pytest.mark.slow
 def test_a_candidate_that_fails_on_this_machine_is_one_line_and_out_of_the_running(stage2_run, tmp_path, tiny_synth):
     """Under ONEDNN_MAX_CPU_ISA=SSE41 OpenVINO cannot run the U-Net's resize (a traceback once ended the
@@ -209,7 +187,7 @@ def test_a_run_judged_on_another_kind_of_machine_only_is_judged_here_too(judged,
     int8_before = (run / "model-int8.onnx").read_bytes()
     (run / "precision.json").unlink()
     Run(run).write_precision({**record, "arithmetic": OTHER})  # judged elsewhere only
-    here = precision.arithmetic(torch.device("cpu"))
+    here = machine.arithmetic(torch.device("cpu"))
     assert Run(run).read_precision(here) is None and Run(run).read_precision(OTHER) is not None
     path = sorted((tiny_synth / "png_images").glob("*.png"))[0]
     if writable:

@@ -25,8 +25,8 @@ from ..errors import PneumoscopeError
 from ..files import check_writable_folder, file_sha256
 from ..runs import Run
 from ..stage1.unet import load_model
+from .agreement import masks_agree
 from .backends import OnnxBackend, TorchBackend
-from .select import masks_agree
 
 PARITY_TOLERANCE = 1e-4
 

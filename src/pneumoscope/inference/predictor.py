@@ -29,8 +29,9 @@ from ..runs import Run
 from ..stage1.postprocess import Rule, load_rule
 from . import select
 from .backends import with_hflip_tta
+from .machine import arithmetic, isa_notes
 from .options import PredictOptions
-from .precision import arithmetic, isa_notes, judge, precision_notes
+from .precision import judge, precision_notes
 
 
 @dataclass

@@ -13,7 +13,6 @@ remembered per machine in the run folder and re-verified on each call's probe.
 
 from __future__ import annotations
 
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,30 +25,9 @@ from ..data.pixels import one_line
 from ..errors import PneumoscopeError
 from ..runs import Run
 from ..stage1.metrics import per_image_dice
+from .agreement import DICE_MIN, FP32_TOLERANCE, masks_agree
 from .backends import OnnxBackend, OpenVinoBackend, TorchBackend, bf16_supported, openvino_available
-from .precision import isa_limits
-
-DICE_MIN = 0.995
-FP32_TOLERANCE = 1e-4
-BAND = 1e-3  # probabilities this close to a threshold are undecided: no precision is expected to agree there
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine_key(device: torch.device) -> str:
-    """What the speed ranking depends on: processor or GPU (with any limit put on its instruction
-    set, as an AVX2 emulation does), torch version."""
-    what = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
-    return f"{device.type}|{what}{isa_limits()}|torch {torch.__version__}"
+from .machine import machine_key
 
 
 def _ms_per_image(backend, x: np.ndarray, calls: int = 2) -> float:
@@ -62,17 +40,6 @@ def _ms_per_image(backend, x: np.ndarray, calls: int = 2) -> float:
         backend(x)
         best = min(best, time.perf_counter() - t)
     return best * 1000 / len(x)
-
-
-def masks_agree(prob: np.ndarray, ref: np.ndarray, thresholds: tuple[float, ...] = (0.5,), band: float = BAND) -> bool:
-    """Do two probability maps give the same masks at every threshold, where the float32 reference is
-    decided? Pixels within ``band`` of a threshold (0.50001 against 0.49999) are not decided by any
-    precision, so they are not counted."""
-    for t in thresholds:
-        decided = np.abs(ref - t) > band
-        if ((prob > t) != (ref > t))[decided].any():
-            return False
-    return True
 
 
 def verify(candidate, reduced: bool | str, ref_prob: np.ndarray, x: np.ndarray,
