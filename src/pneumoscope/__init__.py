@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from .version import __version__
+
 __all__ = ["load_run", "Predictor", "Prediction", "PredictOptions", "Run", "PneumoscopeError", "PneumoscopeWarning",
            "__version__"]
 

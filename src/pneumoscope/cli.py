@@ -11,10 +11,10 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__
 from . import config as config_mod
 from .errors import PneumoscopeError
 from .stats import describe, fmt, too_wide
+from .version import __version__
 
 SEG_KEYS = ("loss", "iou", "iou_pos", "dice_kaggle", "dice_pos", "pixel_accuracy")
 
@@ -96,7 +96,7 @@ def cmd_evaluate_seg(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate_cls(args: argparse.Namespace) -> None:
-    from .stage2.evaluate import evaluate_cls
+    from .study.evaluate_cls import evaluate_cls
 
     m = evaluate_cls(args.run, args.data, args.layout, args.skip_bad, args.out, args.backend,
                      say=lambda line: print(line, flush=True))

@@ -8,7 +8,6 @@ of the score's gradient, upsampled to the input size and scaled to [0, 1].
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -47,13 +46,3 @@ def gradcam(model: nn.Module, x: torch.Tensor) -> np.ndarray:
     lo = cam.flatten(1).min(1).values.view(-1, 1, 1)
     hi = cam.flatten(1).max(1).values.view(-1, 1, 1)
     return ((cam - lo) / (hi - lo).clamp_min(1e-8)).cpu().numpy()
-
-
-def heatmap_overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.45, max_side: int = 1024) -> np.ndarray:
-    """BGR picture: the radiograph with the heatmap (JET colours) blended on it."""
-    from .overlay import as_uint8, shrink
-
-    base = cv2.cvtColor(shrink(as_uint8(image), max_side), cv2.COLOR_GRAY2BGR)
-    size = base.shape[1::-1]
-    colour = cv2.applyColorMap(np.clip(cv2.resize(heat, size) * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)
-    return cv2.addWeighted(base, 1 - alpha, colour, alpha, 0)

@@ -32,7 +32,7 @@ from ..data.io import encode_jpeg, encode_mask_png, encode_png
 from ..data.rle import encode
 from ..errors import PneumoscopeError
 from ..files import ENCODING, atomic_write, check_writable_folder, csv_text, write_csv
-from .overlay import overlay
+from ..pictures import heatmap_overlay, overlay
 
 CSV_FIELDS = ["file", "width", "height", "mask_area_px", "max_prob"]
 STAGE2_FIELDS = ["p_pneumothorax", "decision"]
@@ -151,8 +151,6 @@ class PredictionFolder:
         if overlay_size:
             atomic_write(self.root / "overlays" / f"{name}.jpg", encode_jpeg(overlay(image, mask, max_side=overlay_size)))
         if heat is not None:
-            from .gradcam import heatmap_overlay
-
             atomic_write(self.root / "gradcam" / f"{name}.png", encode_png(heatmap_overlay(image, heat)))
 
     def append(self, fields: list[str], rows: list[dict]) -> None:

@@ -136,8 +136,8 @@ class Predictor:
     @cached_property
     def algorithm(self) -> Any:
         """The algorithm DICOM results name: pneumoscope's version, the run's weights, its model."""
-        from .. import __version__
         from ..results import Algorithm
+        from ..version import __version__
 
         model = f"U-Net {self.encoder}" + (" + DenseNet/XGBoost" if self.stage2 is not None else "")
         return Algorithm(__version__, self.run.weights_id(), model, self.cls_threshold)

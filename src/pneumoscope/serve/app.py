@@ -28,13 +28,13 @@ from fastapi import FastAPI, HTTPException, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from .. import __version__
 from ..data.io import MIN_SIDE, read_image_bytes
 from ..data.rle import encode
 from ..errors import PneumoscopeError, TooLargeError, UnsupportedFormatError
 from ..files import atomic_write, check_writable_folder
-from ..inference.overlay import as_uint8, shrink
 from ..inference.predictor import PredictOptions, Predictor
+from ..pictures import as_uint8, heat_layer, overlay, shrink
+from ..version import __version__
 from .auth import TokenAuth
 from .limits import TAIL, BodyLimit
 from .store import Entry, Store
@@ -202,7 +202,6 @@ def create_app(run: str | Path, max_upload_mb: float = 50.0, keep_uploads: str |
 
     @app.get("/predict/{key}/overlay.png", summary="Radiograph with the predicted mask in red")
     def overlay_png(key: str) -> Response:
-        from ..inference.overlay import overlay
         return picture(key, "overlay", lambda e: overlay(e.image, e.mask))
 
     @app.get("/predict/{key}/image.png", summary="The radiograph as decoded (at most 1024 px)")
@@ -220,9 +219,7 @@ def create_app(run: str | Path, max_upload_mb: float = 50.0, keep_uploads: str |
     @app.get("/predict/{key}/gradcam.png", summary="Grad-CAM heatmap layer (a visual aid, not a validated explanation)")
     def gradcam_png(key: str) -> Response:
         def render(e: Entry) -> np.ndarray:
-            heat = worker.submit(lambda: pred.gradcam([e.image])[0]).result()
-            colour = cv2.applyColorMap(np.clip(heat * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)
-            return np.dstack([colour, np.clip(heat * 255, 0, 255).astype(np.uint8)])
+            return heat_layer(worker.submit(lambda: pred.gradcam([e.image])[0]).result())
         return picture(key, "gradcam", render)
 
     @app.get("/predict/{key}/dicom/{kind}.dcm", summary="A DICOM result of a DICOM upload: seg, sr or sc (burned-in overlay)")

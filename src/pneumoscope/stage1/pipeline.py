@@ -104,7 +104,7 @@ def _train_seg(cfg: Config, run: Run, resume: bool, cache: Cache | None, skipped
                 metrics["averaged"] = state.averaged
             run.write_per_image(metrics.pop("per_image"))
             run.write_metrics(metrics)
-            from ..study.card import write_model_card
+            from ..model_card import write_model_card
 
             write_model_card(run)
         return metrics

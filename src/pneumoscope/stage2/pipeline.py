@@ -155,7 +155,7 @@ def _train_cls(run: Run, cfg: Config, device: torch.device | None, cache: Cache 
     table2 = _table2(before, after)
     spec, boosters = PortableClassifier.from_fitted(final).to_data()
     run.save_classifier(spec, boosters, summary, train.names, table2)
-    from ..study.card import write_model_card
+    from ..model_card import write_model_card
 
     write_model_card(run)  # now with stage 2
     return Stage2Result(summary, table2, test, p_before, p_after, cache, test_rows)

@@ -14,7 +14,7 @@ import yaml
 from .. import config as config_mod
 from ..config import Config
 from ..data.split import split_summary
-from ..inference.overlay import overlay
+from ..pictures import overlay
 from ..runs import Study
 from ..stage1.metrics import CI_KEYS
 from ..stage2.pipeline import Stage2Result

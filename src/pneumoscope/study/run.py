@@ -19,13 +19,13 @@ from ..config import Config
 from ..data.cache import Cache
 from ..data.prepare import prepare_data
 from ..files import check_writable_folder
+from ..model_card import write_model_card
 from ..runs import Run, Study
 from ..stage1.metrics import CI_KEYS
 from ..stage1.pipeline import METRIC_KEYS, train_seg
 from ..stage1.unet import canonical_encoder
 from ..stage2.pipeline import train_cls
 from ..stats import too_wide
-from .card import write_model_card
 from .report import write_report
 
 PP_KEYS = ("iou", "dice_kaggle", "dice_pos")  # also reported after the post-processing rule, suffixed _pp

@@ -27,7 +27,7 @@ from ..files import write_json
 from ..inference.options import PredictOptions
 from ..inference.predictor import Predictor
 from ..runs import Run
-from . import classifier as clf
+from ..stage2 import classifier as clf
 
 
 def evaluate_cls(run: str | Path | Run, data: str | Path, layout: str = "auto", skip_bad: bool = False,
@@ -69,7 +69,7 @@ def evaluate_cls(run: str | Path | Run, data: str | Path, layout: str = "auto", 
     name = "".join(c if c.isalnum() or c in "-_" else "-" for c in Path(str(data)).resolve().name).strip("-") or "data"
     path = Path(out) if out is not None else run.root / f"cls-{name}.json"
     plot = path.with_name(path.stem + "-reliability.png")
-    from ..study import plots
+    from . import plots
 
     plots.calibration(y, {f"{name} (ECE {metrics['ece']:.3f})": p}, plot)
     metrics.update(data=str(data), n_left_out_seen=left_out, n_skipped=len(bad), reliability_plot=str(plot),

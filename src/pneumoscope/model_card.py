@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import __version__
-from .. import config as config_mod
-from ..data.split import split_summary
-from ..runs import Run
-from ..stats import fmt, too_wide
+from . import config as config_mod
+from .data.split import split_summary
+from .runs import Run
+from .stats import fmt, too_wide
+from .version import __version__
 
 SEG_KEYS = ("dice_pos", "dice_kaggle", "iou", "iou_pos", "pixel_accuracy")
 CLS_KEYS = ("roc_auc", "average_precision", "sensitivity", "specificity", "ece")
@@ -155,7 +155,7 @@ def write_model_card(run: Run, also: Path | None = None) -> Path:
     text = model_card(run)
     path = run.write_model_card(text)
     if also is not None:
-        from ..files import atomic_write
+        from .files import atomic_write
 
         atomic_write(also, text)
     return path

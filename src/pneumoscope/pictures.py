@@ -1,11 +1,12 @@
-"""Pictures a person looks at: a radiograph with a mask (and optionally the truth) drawn on it."""
+"""Pictures a person looks at: a radiograph with a mask (and optionally the truth) drawn on it, a
+Grad-CAM heat map over it. What ``predict`` writes, the report shows and the server sends."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
-from ..data.transforms import to_uint8
+from .data.transforms import to_uint8
 
 PRED_BGR = (0, 0, 255)  # red: prediction
 TRUTH_BGR = (0, 200, 0)  # green: ground truth
@@ -46,3 +47,20 @@ def overlay(image: np.ndarray, pred: np.ndarray | None = None, truth: np.ndarray
         contours, _ = cv2.findContours(fit(truth > 0), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
         cv2.drawContours(out, contours, -1, TRUTH_BGR, thick)
     return out
+
+
+def heat_colours(heat: np.ndarray) -> np.ndarray:
+    """BGR uint8 of a heat map in [0, 1] (OpenCV's JET colour map)."""
+    return cv2.applyColorMap(np.clip(heat * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)
+
+
+def heat_layer(heat: np.ndarray) -> np.ndarray:
+    """BGRA uint8 of a heat map: its colours, opaque where it is hot (the viewer's transparent layer)."""
+    return np.dstack([heat_colours(heat), np.clip(heat * 255, 0, 255).astype(np.uint8)])
+
+
+def heatmap_overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.45, max_side: int = 1024) -> np.ndarray:
+    """BGR uint8: ``image`` with the heat map blended over it, long side at most ``max_side``."""
+    base = cv2.cvtColor(shrink(as_uint8(image), max_side), cv2.COLOR_GRAY2BGR)
+    size = base.shape[1::-1]
+    return cv2.addWeighted(base, 1 - alpha, heat_colours(cv2.resize(heat, size)), alpha, 0)
