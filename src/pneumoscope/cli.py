@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from . import config as config_mod
-from .errors import PneumoscopeError
+from .errors import PneumoscopeError, one_line
 from .stats import describe, fmt, too_wide
 from .version import __version__
 
@@ -517,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except PneumoscopeError as exc:
-        print(f"pneumoscope: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"pneumoscope: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except OSError as exc:  # the machine said no (disk full, permissions, a vanished file): one line, not a traceback
         where = f"{exc.filename}: " if exc.filename else ""

@@ -14,7 +14,7 @@ from typing import Any, get_type_hints
 
 import yaml
 
-from .errors import PneumoscopeError
+from .errors import PneumoscopeError, one_line
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 SCHEDULES = ("plateau", "cosine", "onecycle")
@@ -356,7 +356,7 @@ def parse_yaml(text: str, where: str) -> Any:
     try:
         return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
-        raise PneumoscopeError(f"{where}: invalid YAML ({' '.join(str(exc).split())})") from exc
+        raise PneumoscopeError(f"{where}: invalid YAML ({one_line(exc)})") from exc
 
 
 def resolve_config_path(name: str | Path) -> Path:

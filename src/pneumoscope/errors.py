@@ -7,6 +7,8 @@ The server maps them to HTTP statuses by type (never by matching message text):
 
 from __future__ import annotations
 
+import re
+
 
 class PneumoscopeError(Exception):
     """An error caused by input or configuration; its message says what to do."""
@@ -34,3 +36,10 @@ class BadItemError(PneumoscopeError):
 
     def __reduce__(self):  # picklable, so worker processes can report it
         return (BadItemError, (self.item_id, self.path, self.reason))
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message in words on one line: pydicom's run over several lines, and
+    Pillow's name the in-memory file object (``<_io.BytesIO object at 0x...>``), which says nothing."""
+    text = re.sub(r"<[^<>]* object at 0x[0-9a-fA-F]+>", "the data", str(exc))
+    return " ".join(text.split()) or exc.__class__.__name__

@@ -29,7 +29,7 @@ import pandas as pd
 from . import config as config_mod
 from . import locks, schema
 from .config import Config
-from .errors import BadItemError, PneumoscopeError
+from .errors import BadItemError, PneumoscopeError, one_line
 from .files import atomic_write, file_sha256, json_text, read_json, write_csv, write_json, write_via_tmp
 
 CONFIG = "config.yaml"
@@ -198,7 +198,7 @@ class Run:
         try:
             split = pd.read_csv(path, dtype={"id": str, "patient_id": str}, keep_default_na=False)
         except (ValueError, pd.errors.ParserError) as exc:
-            raise schema.fail(path, None, f"is not a readable CSV ({' '.join(str(exc).split())[:120]})", REMEDY[SPLIT]) from exc
+            raise schema.fail(path, None, f"is not a readable CSV ({one_line(exc)[:120]})", REMEDY[SPLIT]) from exc
         for col in ("id", "split"):
             if col not in split.columns:
                 raise schema.fail(path, col, "is missing (a column)", REMEDY[SPLIT])
@@ -264,7 +264,7 @@ class Run:
                 with safe_open(str(path), "pt") as fh:
                     meta = fh.metadata() or {}
             except Exception as exc:  # safetensors raises its own error types for cut or foreign files
-                raise PneumoscopeError(f"{path}: unreadable weights ({' '.join(str(exc).split())})") from exc
+                raise PneumoscopeError(f"{path}: unreadable weights ({one_line(exc)})") from exc
             if "config" not in meta:
                 raise PneumoscopeError(f"{path}: not weights written by pneumoscope (no config in its header)")
             schema.check(meta, schema.WEIGHTS_HEADER, f"{path} (header)", REMEDY[BEST])
@@ -322,7 +322,7 @@ class Run:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
-            text = " ".join(str(exc).split())
+            text = one_line(exc)
             found = re.search(r"unsupported (GLOBAL \S+|[^.]*)", text, re.IGNORECASE)
             if "Weights only load failed" in text and found:  # torch refused a global: code, not data
                 raise PneumoscopeError(f"{path}: not a pneumoscope checkpoint (unsafe pickle refused: {found.group(0)[:120]}); "
@@ -331,7 +331,7 @@ class Run:
                                    f"({text[:160]}); train again without --resume") from exc
         except (RuntimeError, EOFError, OSError, ValueError) as exc:
             raise PneumoscopeError(f"{path}: cannot resume from it, the file is cut short or corrupt "
-                                   f"({' '.join(str(exc).split())[:160]}); train again without --resume") from exc
+                                   f"({one_line(exc)[:160]}); train again without --resume") from exc
         if not isinstance(state, dict) or "model" not in state:
             raise PneumoscopeError(f"{path}: not a pneumoscope checkpoint (no model state in it); train again without --resume")
         return state
@@ -401,7 +401,7 @@ class Run:
         try:
             data = json.loads(path.read_text())
         except (ValueError, UnicodeDecodeError) as exc:  # every file here is written whole (tmp + rename)
-            raise schema.fail(path, None, f"is not valid JSON ({' '.join(str(exc).split())[:80]})", remedy) from exc
+            raise schema.fail(path, None, f"is not valid JSON ({one_line(exc)[:80]})", remedy) from exc
         schema.check(data, {"weights_id": schema.WEIGHTS_ID}, path, remedy)
         if not self._of_current_weights(data["weights_id"]):
             if path.name in STALE_NOTE:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import config as config_mod
-from .errors import PneumoscopeError
+from .errors import PneumoscopeError, one_line
 from .runs import Run
 from .stage2.portable import PortableClassifier
 
@@ -33,11 +33,11 @@ def _load_best(path: Path, trust_pickles: bool) -> dict:
             raise PneumoscopeError(f"{path}: holds more than tensors and plain values, and reading it would unpickle it, "
                                    f"which can run code; {TRUST_HINT}") from exc
     except Exception as exc:
-        raise PneumoscopeError(f"{path}: cannot be read ({' '.join(str(exc).split())[:160]})") from exc
+        raise PneumoscopeError(f"{path}: cannot be read ({one_line(exc)[:160]})") from exc
     try:
         return torch.load(path, map_location="cpu", weights_only=False)  # the one trusted unpickling
     except Exception as exc:
-        raise PneumoscopeError(f"{path}: cannot be read ({' '.join(str(exc).split())[:160]})") from exc
+        raise PneumoscopeError(f"{path}: cannot be read ({one_line(exc)[:160]})") from exc
 
 
 def upgrade_run(path: str | Path, trust_pickles: bool = False) -> list[str]:

@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from ..errors import BadItemError, PneumoscopeError
-from .io import MIN_SIDE, one_line, read_image, read_mask
+from ..errors import BadItemError, PneumoscopeError, one_line
+from .io import MIN_SIDE, read_image, read_mask
 from .layouts import RLE_SEP
 from .rle import decode_union
 from .transforms import resize_mask, to_model_size

@@ -26,9 +26,9 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from ..errors import PneumoscopeError
+from ..errors import PneumoscopeError, one_line
 from .dicom_bounds import DEFLATED, check_codestream, open_bounded
-from .pixels import check_pixels, one_line, scale01
+from .pixels import check_pixels, scale01
 
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 RT_DOSE = "1.2.840.10008.5.1.4.1.1.481.2"

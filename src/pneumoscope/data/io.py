@@ -18,9 +18,9 @@ from typing import Any, BinaryIO
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import PneumoscopeError, TooLargeError, UnsupportedFormatError
+from ..errors import PneumoscopeError, TooLargeError, UnsupportedFormatError, one_line
 from .dicom import read_dicom
-from .pixels import MAX_PIXELS, MIN_SIDE, check_pixels, one_line, scale01
+from .pixels import MAX_PIXELS, MIN_SIDE, check_pixels, scale01
 
 __all__ = ["MAX_PIXELS", "MIN_SIDE", "check_file", "check_pixels", "one_line", "read_dicom", "read_image", "read_image_bytes",
            "read_mask", "read_raster", "sniff", "is_dicom", "list_images", "encode_png"]

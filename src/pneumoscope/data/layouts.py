@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import BadItemError, PneumoscopeError
+from ..errors import BadItemError, PneumoscopeError, one_line
 from .io import DICOM_SUFFIXES, IMAGE_SUFFIXES
 
 INDEX_COLUMNS = ["id", "image_path", "mask_path", "rle", "label", "patient_id", "sex", "age", "view"]
@@ -121,7 +121,7 @@ def read_rle_table(csv: Path) -> pd.DataFrame:
     try:
         table = pd.read_csv(csv, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise PneumoscopeError(f"{csv}: not a readable CSV ({' '.join(str(exc).split())})") from exc
+        raise PneumoscopeError(f"{csv}: not a readable CSV ({one_line(exc)})") from exc
     table.columns = table.columns.str.strip()
     if not {"ImageId", "EncodedPixels"} <= set(table.columns):
         if len(table.columns) != 2:

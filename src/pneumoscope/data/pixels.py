@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 
 from ..errors import PneumoscopeError, TooLargeError
 
 MAX_PIXELS = 178_956_970  # Pillow's decompression-bomb limit: larger images are refused before decoding
 MIN_SIDE = 32  # a radiograph is at least this many pixels on each side
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception's message in words on one line: pydicom's run over several lines, and
-    Pillow's name the in-memory file object (``<_io.BytesIO object at 0x...>``), which says nothing."""
-    text = re.sub(r"<[^<>]* object at 0x[0-9a-fA-F]+>", "the data", str(exc))
-    return " ".join(text.split()) or exc.__class__.__name__
 
 
 def check_pixels(name: str, width: int, height: int, max_pixels: int | None = MAX_PIXELS, min_side: int = 0) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import PneumoscopeError
+from ..errors import PneumoscopeError, one_line
 from ..stage1.engine import split_output
 from .options import PRECISIONS
 
@@ -72,7 +72,7 @@ class OnnxBackend:
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=providers)
         except Exception as exc:  # onnxruntime raises its own types for a damaged or foreign file
-            first = " ".join(str(exc).split())[:160]
+            first = one_line(exc)[:160]
             raise PneumoscopeError(f"{path}: not an ONNX model that ONNX Runtime loads ({first}); delete it "
                                    "(it is exported again when needed) or run pneumoscope export") from exc
         self.outputs = [o.name for o in self.session.get_outputs()]
@@ -104,7 +104,7 @@ class OpenVinoBackend:
             core = ov.Core()
             self.compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses of its own for a damaged file
-            first = " ".join(str(exc).split())[:160]
+            first = one_line(exc)[:160]
             raise PneumoscopeError(f"{path}: not an ONNX model that OpenVINO compiles ({first}); delete it "
                                    "(it is exported again when needed) or run pneumoscope export") from exc
         self.request = self.compiled.create_infer_request()

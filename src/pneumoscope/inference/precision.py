@@ -36,8 +36,7 @@ import numpy as np
 import torch
 
 from ..config import Config
-from ..data.pixels import one_line
-from ..errors import PneumoscopeError
+from ..errors import PneumoscopeError, one_line
 from ..files import file_sha256
 from ..runs import Run
 from ..stage1.metrics import metrics_of, per_image_counts
@@ -67,7 +66,7 @@ def evidence(run: Run, cfg: Config) -> Evidence:
     try:
         cache, _ = prepare_data(cfg)
     except (PneumoscopeError, OSError) as exc:
-        raise PneumoscopeError(f"its training data cannot be read here ({' '.join(str(exc).split())[:160]})") from exc
+        raise PneumoscopeError(f"its training data cannot be read here ({one_line(exc)[:160]})") from exc
     part = split_of_rows(cache, split)
     has_mask = cache.index["has_mask"].to_numpy() if "has_mask" in cache.index else np.ones(len(part), bool)
     val = np.flatnonzero((part == "val") & has_mask)[: cfg.inference.max_validation_images]

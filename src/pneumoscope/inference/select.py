@@ -21,8 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.pixels import one_line
-from ..errors import PneumoscopeError
+from ..errors import PneumoscopeError, one_line
 from ..runs import Run
 from ..stage1.metrics import per_image_dice
 from .agreement import DICE_MIN, FP32_TOLERANCE, masks_agree

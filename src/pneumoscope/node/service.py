@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import PneumoscopeError
+from ..errors import PneumoscopeError, one_line
 from . import LOG
 from .destinations import Destination, check_ae_title
 from .spool import Job, Spool, digest
@@ -167,7 +167,7 @@ class Node:
                 except (PneumoscopeError, OSError, ValueError) as exc:
                     bad.append((f, str(exc)))
                 except Exception as exc:  # anything else one instance raises must not stall its study forever
-                    bad.append((f, f"{exc.__class__.__name__}: {' '.join(str(exc).split())[:200]}"))
+                    bad.append((f, f"{exc.__class__.__name__}: {one_line(exc)[:200]}"))
             kinds = {k: sum(1 for n in made if n.endswith(f".{k}.dcm")) for k in self.opts.kinds}
             for dest in self.opts.destinations:
                 job = Job(digest(dest.key + ",".join(sorted(sources)), 24), str(dest), folder.name, sources, [], first, time.time(),

@@ -18,8 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.pixels import one_line
-from ..errors import PneumoscopeError
+from ..errors import PneumoscopeError, one_line
 from ..files import atomic_write
 from .capture import caption, secondary_capture
 from .identity import KINDS, NOT_IMAGES, Algorithm
