@@ -368,7 +368,7 @@ def test_no_option_of_any_command_takes_a_plain_float():
     """The class, not the examples: every number option goes through the finite check."""
     import argparse
 
-    from pneumoscope.cli import build_parser, finite
+    from pneumoscope.cli.parser import build_parser, finite
 
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     floats = [f"{name} {opt.option_strings}" for name, parser in sub.choices.items() for opt in parser._actions
