@@ -11,7 +11,7 @@ from PIL import Image
 
 from pneumoscope.cli import main
 from pneumoscope.data.rle import decode
-from pneumoscope.inference.archive import predict_files
+from pneumoscope.inference.predict import predict_files
 from pneumoscope.inference.predictor import PredictOptions, Predictor
 from tests.helpers import write_dicom
 

@@ -110,8 +110,8 @@ def _quiet_dicom_libraries() -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from ..inference.archive import predict_files
     from ..inference.options import PredictOptions
+    from ..inference.predict import predict_files
 
     _quiet_dicom_libraries()
     opts = PredictOptions(backend=args.backend, precision=args.precision, compile=args.compile, tta=args.tta,

@@ -1,5 +1,5 @@
 """Prediction of a list of DICOM/PNG files with a trained run, streamed into an output folder
-(:mod:`.prediction_folder`; the entry point that lists the inputs and dispatches is :mod:`.archive`).
+(:mod:`.prediction_folder`; the entry point that lists the inputs and dispatches is :mod:`.predict`).
 
 Files are decoded by worker threads while the model runs; at most two batches are in memory; the
 pictures, rows and DICOM results are encoded and written behind by one writer thread, in order. A

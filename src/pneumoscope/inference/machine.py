@@ -1,5 +1,5 @@
 """The kind of machine this process computes on: what a precision record (:mod:`.precision`) and a
-remembered backend choice (:mod:`.select`) are keyed by, since reduced precision rounds, and backends
+remembered backend choice (:mod:`.backend_choice`) are keyed by, since reduced precision rounds, and backends
 rank, differently on each (CPU vector features, any limit put on them, the GPU, the runtimes).
 """
 

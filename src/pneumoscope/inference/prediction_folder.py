@@ -6,7 +6,7 @@
   P(pneumothorax) with the decision when the run has a stage-2 classifier, and with ``--dicom-out``
   a ``dicom_note``: empty, or what its DICOM results changed or why it has none);
 - ``skipped.csv`` for files not predicted and, when asked, a SIIM submission CSV;
-- ``parts/`` under ``torchrun`` (:mod:`.ranks`), ``.next-<pid>/`` while a ``--no-resume`` call runs.
+- ``parts/`` under ``torchrun`` (:mod:`.torchrun`), ``.next-<pid>/`` while a ``--no-resume`` call runs.
 
 Pictures are written before their row, rows are appended whole or dropped when cut short, and the
 submission is rebuilt from the rows and masks, so a killed run leaves a folder a rerun completes.
@@ -60,7 +60,7 @@ def read_skipped(path: Path) -> list[dict]:
 
 class PredictionFolder:
     """The output folder of ``predict``: what is done, picture names, rows, skipped files (and, under
-    ``torchrun``, each process's part of them: :mod:`.ranks`)."""
+    ``torchrun``, each process's part of them: :mod:`.torchrun`)."""
 
     OWN = ("masks", "overlays", "gradcam", "predictions.csv", "skipped.csv")  # what a predict writes here
 
@@ -209,7 +209,7 @@ class PredictionFolder:
             if mask is None:
                 raise PneumoscopeError(f"{self.root}: the mask of {r['file']} is missing; rerun with --no-resume")
             out.append({"ImageId": Path(r["file"]).stem, "EncodedPixels": encode(mask > 0)})
-        path.parent.mkdir(parents=True, exist_ok=True)  # checked before predicting (archive.predict_files)
+        path.parent.mkdir(parents=True, exist_ok=True)  # checked before predicting (predict.predict_files)
         write_csv(path, ["ImageId", "EncodedPixels"], out)
 
 

@@ -27,7 +27,7 @@ from ..device import resolve_device
 from ..errors import PneumoscopeError
 from ..runs import Run
 from ..stage1.postprocess import Rule, load_rule
-from . import select
+from . import backend_choice
 from .backends import with_hflip_tta
 from .machine import arithmetic, isa_notes
 from .options import PredictOptions
@@ -192,7 +192,7 @@ class Predictor:
             raise PneumoscopeError("--precision int8: no int8 model for these weights (its training images could not be read: "
                                    f"{(record or {}).get('reason', 'not judged')})")
         thresholds = tuple(sorted({self.threshold, self.rule.top, self.rule.bottom}))
-        self.backend, notes = select.choose(lambda: self.model, self.device, x, self.opts.backend, self.opts.precision,
+        self.backend, notes = backend_choice.choose(lambda: self.model, self.device, x, self.opts.backend, self.opts.precision,
                                             self.opts.compile, onnx_path, None if self.read_only else self.run, thresholds, self.say,
                                             self.opts.threads, record, int8)
         self.notes += isa_notes() + notes + precision_notes(self.backend.name, record, self.opts.precision)

@@ -17,7 +17,7 @@ import pytest
 
 from pneumoscope import locks
 from pneumoscope.cli import main
-from pneumoscope.inference.ranks import share
+from pneumoscope.inference.torchrun import share
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 

@@ -1,6 +1,6 @@
 """``predict`` over files and folders, the entry point: lists the inputs (each file once, never the
 output folder's own pictures), checks what the options need, then predicts in this process
-(:func:`.batch.predict_into`) or, launched by ``torchrun``, this process's share (:mod:`.ranks`)."""
+(:func:`.batch.predict_into`) or, launched by ``torchrun``, this process's share (:mod:`.torchrun`)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from ..runs import holds_a_model
 from .batch import predict_into
 from .options import PredictOptions
 from .prediction_folder import PredictionFolder
-from .ranks import merge, predict_ranks
+from .torchrun import merge, predict_ranks
 
 
 def predict_files(run: str | Path, inputs: list[str | Path], out: str | Path, opts: PredictOptions = PredictOptions(),
