@@ -17,7 +17,7 @@ LAYERS = [
     ("runs", "distributed"),
     ("data",),
     ("pictures", "model_card"),
-    ("stage1", "results"),
+    ("stage1", "dicom_results"),
     ("stage2",),
     ("inference",),
     ("upgrade",),
@@ -100,3 +100,31 @@ def test_no_modules_import_each_other_in_a_circle():
         if m not in state:
             visit(m, [m])
     assert circles == []
+
+
+# Source modules without a test module of their own, and the test module that exercises them.
+COVERED_BY = {
+    "cli/commands.py": "test_cli.py", "cli/parser.py": "test_cli.py", "cli/tables.py": "test_cli.py",
+    "data/convert.py": "data/test_dicom.py", "data/dicom_bounds.py": "serve/test_limits.py", "data/pixels.py": "data/test_io.py",
+    "data/prepare.py": "stage1/test_trainer.py", "data/transforms.py": "data/test_dataset.py",
+    **{f"dicom_results/{m}.py": "dicom_results/test_results.py" for m in ("algorithm", "build", "capture", "codes", "seg", "source", "sr")},
+    "distributed.py": "stage1/test_trainer.py", "errors.py": "test_reliability.py", "files.py": "test_reliability.py",
+    "inference/backends.py": "inference/test_backend_choice.py", "inference/gradcam.py": "inference/test_batch.py",
+    "inference/options.py": "inference/test_predictor.py", "inference/predict.py": "inference/test_batch.py",
+    "inference/prediction_folder.py": "inference/test_kill_resume.py", "model_card.py": "stage1/test_collapse.py",
+    "network.py": "stage1/test_unet.py", "node/filters.py": "node/test_listen.py", "node/service.py": "node/test_listen.py",
+    "pictures.py": "study/test_report.py", "schema.py": "test_reliability.py", "serve/app.py": "serve/test_api.py",
+    "serve/port.py": "test_reliability.py", "serve/store.py": "serve/test_dicom_results.py", "stage1/engine.py": "stage1/test_trainer.py",
+    "stage2/extractors.py": "stage2/test_features.py", "stage2/loaded.py": "stage2/test_pipeline.py",
+    "study/plots.py": "study/test_report.py", "version.py": "test_cli.py",
+}
+
+
+def test_every_module_has_its_test_module_or_a_named_one():
+    """tests/ mirrors src/: a module's tests are tests/<folder>/test_<module>.py, or the one named above
+    (listed in the README's code layout too)."""
+    tests = Path(__file__).parent
+    modules = [p.relative_to(SRC).as_posix() for p in SRC.rglob("*.py") if p.name not in ("__init__.py", "__main__.py")]
+    alone = [m for m in modules if not (tests / Path(m).parent / f"test_{Path(m).name}").exists() and m not in COVERED_BY]
+    stale = [m for m, t in COVERED_BY.items() if m not in modules or not (tests / t).exists()]
+    assert alone == [] and stale == [], (alone, stale)

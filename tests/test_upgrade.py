@@ -11,7 +11,7 @@ import torch
 from pneumoscope import config
 from pneumoscope.cli import main
 from pneumoscope.runs import Run
-from pneumoscope.stage2.portable import PortableClassifier
+from pneumoscope.stage2.saved import PortableClassifier
 from tests.helpers import one_error_line
 
 

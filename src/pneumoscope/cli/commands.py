@@ -145,7 +145,7 @@ def _say_per_file(lines: list[str], where: str, most: int = 20) -> None:
 
 
 def _dicom_objects(text: str) -> tuple[str, ...]:
-    from ..results.identity import parse_kinds
+    from ..dicom_results.algorithm import parse_kinds
 
     return parse_kinds(text)
 
@@ -221,7 +221,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     from ..serve.app import create_app
     from ..serve.auth import check_exposure, read_token, token_file_warning
-    from ..serve.listen import listen
+    from ..serve.port import listen
 
     _quiet_dicom_libraries()
     token = read_token(args.token_file)
@@ -252,11 +252,11 @@ def cmd_serve(args: argparse.Namespace) -> None:
 def cmd_listen(args: argparse.Namespace) -> None:
     import logging
 
+    from ..dicom_results.algorithm import parse_kinds
     from ..inference.options import PredictOptions
     from ..inference.predictor import Predictor
     from ..node.destinations import Destination
     from ..node.service import Node, NodeOptions
-    from ..results.identity import parse_kinds
 
     opts = NodeOptions(ae_title=args.ae_title, host=args.host, port=args.port, allow=tuple(args.allow_aet or ()),
                        destinations=tuple(Destination.parse(t) for t in args.send_to or ()), quiet=args.quiet_seconds,

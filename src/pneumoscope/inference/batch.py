@@ -41,7 +41,7 @@ class Item(NamedTuple):
 
 def _read(path: Path, dicom: bool = False, max_pixels: int = MAX_PIXELS) -> Item:
     from ..data.dicom import read_dicom_dataset
-    from ..results.identity import NOT_IMAGES, made_by_pneumoscope
+    from ..dicom_results.algorithm import NOT_IMAGES, made_by_pneumoscope
 
     try:
         checked = check_file(path)
@@ -58,7 +58,7 @@ def _read(path: Path, dicom: bool = False, max_pixels: int = MAX_PIXELS) -> Item
         return Item(path, None, {}, f"{path}: {NOT_IMAGES[str(ds.SOPClassUID)]}, not a radiograph")
     if not dicom:
         return Item(path, img, meta, "")
-    from ..results.source import Source  # results go back as DICOM: the header they reference, read once
+    from ..dicom_results.source import Source  # results go back as DICOM: the header they reference, read once
 
     try:
         return Item(path, img, meta, "", Source.of(ds, img, str(path)))
@@ -69,7 +69,7 @@ def _read(path: Path, dicom: bool = False, max_pixels: int = MAX_PIXELS) -> Item
 
 def _own_result(path: Path) -> str | None:
     """What result of pneumoscope's the DICOM file at ``path`` is, by its header (None: none, or unreadable)."""
-    from ..results.identity import made_by_pneumoscope
+    from ..dicom_results.algorithm import made_by_pneumoscope
 
     try:
         import pydicom
@@ -165,7 +165,7 @@ def predict_loop(folder: PredictionFolder, pred: Predictor | None, todo: list[Pa
     t0, n_done, skipped = time.perf_counter(), 0, []
     workers = opts.workers or max(1, (os.cpu_count() or 2) // 2)
     if opts.dicom_out:  # highdicom and pydicom's code tables only when DICOM results are asked for (~0.13 s)
-        from ..results.build import Results, make_results, write_results
+        from ..dicom_results.build import Results, make_results, write_results
 
     def write(good: list, results: list, heats: list) -> None:  # on the writer thread, batch after batch
         rows = []

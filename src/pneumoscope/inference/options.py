@@ -32,7 +32,7 @@ class PredictOptions:
     device: str = "auto"
     resume: bool = True
     dicom_out: str | None = None  # folder for DICOM results (SEG, SR, overlay) of DICOM inputs
-    dicom_objects: tuple[str, ...] = ("seg", "sr", "sc")  # which DICOM results (see pneumoscope.results.KINDS)
+    dicom_objects: tuple[str, ...] = ("seg", "sr", "sc")  # which DICOM results (see pneumoscope.dicom_results.KINDS)
     max_megapixels: float = 178.956970  # largest image (files and arrays), checked before decoding; the server passes its own
 
     def check(self) -> PredictOptions:

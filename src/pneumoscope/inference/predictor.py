@@ -58,15 +58,15 @@ class Prediction:
 
     def to_dicom(self, source: Any = None, kinds: tuple[str, ...] | str = ("seg", "sr", "sc")) -> dict[str, Any]:
         """This result as DICOM objects in the source's study: kind (``seg``, ``sr``, ``sc``) -> pydicom
-        Dataset (see :mod:`pneumoscope.results`). ``source``: the DICOM file predicted (default: the
+        Dataset (see :mod:`pneumoscope.dicom_results`). ``source``: the DICOM file predicted (default: the
         path given to ``predict``), its bytes or its pydicom Dataset. A source that cannot have results
         (a PNG, no Study Instance UID): one line, nothing made; what the results could not copy from
         the source as it is comes as a :class:`PneumoscopeWarning`."""
         return self._results(source, kinds).objects
 
     def _results(self, source: Any, kinds: tuple[str, ...] | str) -> Any:
-        from ..results import parse_kinds
-        from ..results.build import make_results
+        from ..dicom_results import parse_kinds
+        from ..dicom_results.build import make_results
 
         if self.algorithm is None:
             raise PneumoscopeError("this Prediction was not made by a Predictor; no algorithm to name in DICOM results")
@@ -84,7 +84,7 @@ class Prediction:
     def save_dicom(self, folder: str | Path, source: Any = None, kinds: tuple[str, ...] | str = ("seg", "sr", "sc"),
                    stem: str | None = None) -> dict[str, Path]:
         """Write :meth:`to_dicom` into ``folder`` as ``<stem>.<kind>.dcm`` (stem: the source file's); kind -> path."""
-        from ..results.build import write_results
+        from ..dicom_results.build import write_results
 
         src = source if source is not None else self.source
         return write_results(self._results(source, kinds), folder,
@@ -119,7 +119,7 @@ class Predictor:
         self.model_seconds = 0.0  # time spent in the backend (the network itself), for throughput reports
         self.stage2 = None
         if self.run.has_classifier():
-            from ..stage2.model import Stage2Model
+            from ..stage2.loaded import Stage2Model
 
             self.stage2 = Stage2Model.load(self.run, self.model, self.device)
         for line in self.run.notes:  # derived files of other weights, ignored: said once, never silently
@@ -136,7 +136,7 @@ class Predictor:
     @cached_property
     def algorithm(self) -> Any:
         """The algorithm DICOM results name: pneumoscope's version, the run's weights, its model."""
-        from ..results import Algorithm
+        from ..dicom_results import Algorithm
         from ..version import __version__
 
         model = f"U-Net {self.encoder}" + (" + DenseNet/XGBoost" if self.stage2 is not None else "")

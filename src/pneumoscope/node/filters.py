@@ -12,7 +12,7 @@ RADIOGRAPH_MODALITIES = {"CR", "DX"}
 
 def is_own(ds: Any, manufacturer: str) -> bool:
     """Whether ``ds`` is a result this node (or any pneumoscope) made: loop protection."""
-    from ..results.identity import made_by_pneumoscope
+    from ..dicom_results.algorithm import made_by_pneumoscope
 
     return made_by_pneumoscope(ds, manufacturer) is not None
 

@@ -135,8 +135,8 @@ class Node:
 
         from ..data.dicom import read_dicom_dataset
         from ..data.io import MIN_SIDE
-        from ..results.build import make_results, write_results
-        from ..results.source import Source
+        from ..dicom_results.build import make_results, write_results
+        from ..dicom_results.source import Source
 
         t0 = time.time()
         files = sorted(folder.glob("*.dcm"))

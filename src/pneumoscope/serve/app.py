@@ -162,7 +162,7 @@ def create_app(run: str | Path, max_upload_mb: float = 50.0, keep_uploads: str |
         """The SEG, SR and overlay of a DICOM upload as Part 10 bytes, or why there are none (never an error)."""
         if kind != "dicom":
             return {}, "DICOM results (SEG, SR, overlay) are made for DICOM uploads only"
-        from ..results.build import make_results
+        from ..dicom_results.build import make_results
 
         made = make_results(res, data, pred.algorithm, display=img, name=filename)
         out, notes = made.encoded, list(made.notes)

@@ -29,7 +29,7 @@ from ..stage1.unet import load_model
 from . import classifier as clf
 from .extractors import build_extractor
 from .features import FeatureSet, compute_features
-from .portable import PortableClassifier
+from .saved import PortableClassifier
 from .shortcut import per_source_classification, source_check
 
 TABLE2_COLUMNS = ["stage", "class", "precision", "precision_lo", "precision_hi", "recall", "recall_lo", "recall_hi",

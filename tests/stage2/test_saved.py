@@ -6,7 +6,7 @@ from sklearn.datasets import make_classification
 
 from pneumoscope.errors import PneumoscopeError
 from pneumoscope.stage2 import classifier as clf
-from pneumoscope.stage2.portable import PortableClassifier
+from pneumoscope.stage2.saved import PortableClassifier
 
 
 @pytest.fixture(scope="module")

@@ -20,8 +20,8 @@ import numpy as np
 
 from ..errors import PneumoscopeError, one_line
 from ..files import atomic_write
+from .algorithm import KINDS, NOT_IMAGES, Algorithm
 from .capture import caption, secondary_capture
-from .identity import KINDS, NOT_IMAGES, Algorithm
 from .seg import segmentation
 from .source import Source
 from .sr import finding_present, structured_report

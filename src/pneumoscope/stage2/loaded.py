@@ -12,7 +12,7 @@ from torch import nn
 from ..runs import Run
 from .extractors import build_extractor
 from .features import feature_rows
-from .portable import PortableClassifier
+from .saved import PortableClassifier
 
 
 @dataclass

@@ -14,11 +14,11 @@ import pytest
 
 from pneumoscope import load_run
 from pneumoscope.cli import main
+from pneumoscope.dicom_results import Algorithm, dicom_results, parse_kinds
+from pneumoscope.dicom_results.header import fix_age
+from pneumoscope.dicom_results.source import Source
 from pneumoscope.errors import PneumoscopeError
 from pneumoscope.inference.predictor import Prediction
-from pneumoscope.results import Algorithm, dicom_results, parse_kinds
-from pneumoscope.results.header import fix_age
-from pneumoscope.results.source import Source
 from tests.dicom_samples import SIIM_VARIANTS, siim_dicom
 from tests.helpers import one_error_line
 from tests.odd_headers import dciodvfy_errors

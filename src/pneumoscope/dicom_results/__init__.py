@@ -8,23 +8,25 @@ For one DICOM radiograph and its :class:`~pneumoscope.inference.predictor.Predic
 - ``sc``: an RGB Secondary Capture of the radiograph as displayed with the contour and the
   probability burned in, for viewers that cannot show a SEG (:mod:`.capture`).
 
-:func:`dicom_results` builds them, :func:`write_results` writes them; ``predict --dicom-out``,
-the HTTP server and ``pneumoscope listen`` call these two.
+Every attribute they copy from the source passes :mod:`.header` first. :func:`make_results` is the
+one entry (``predict --dicom-out``, the HTTP server, ``pneumoscope listen`` and
+``Prediction.to_dicom`` call it): it never raises for a file's content; :func:`write_results`
+writes what it made.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .identity import KINDS, Algorithm, parse_kinds
+from .algorithm import KINDS, Algorithm, parse_kinds
 
-__all__ = ["KINDS", "Algorithm", "dicom_results", "parse_kinds", "result_name", "write_results"]
+__all__ = ["KINDS", "Algorithm", "Results", "dicom_results", "make_results", "parse_kinds", "result_name", "write_results"]
 
 
 def __getattr__(name: str) -> Any:
     """The builders on first use: they bring highdicom and pydicom's code tables (~0.13 s), which a
     prediction that writes no DICOM (it only names its :class:`Algorithm`) never needs."""
-    if name in ("dicom_results", "result_name", "write_results"):
+    if name in ("Results", "dicom_results", "make_results", "result_name", "write_results"):
         from . import build
 
         return getattr(build, name)

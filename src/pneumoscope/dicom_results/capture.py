@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from .identity import SERIES, equipment
+from .algorithm import SERIES, equipment
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .identity import Algorithm
+    from .algorithm import Algorithm
     from .source import Source
 
 LABEL = "AI result - not for diagnosis"

@@ -1,4 +1,4 @@
-"""The one cleaning step between a source's header and every DICOM result (results/header.py), on
+"""The one cleaning step between a source's header and every DICOM result (dicom_results/header.py), on
 headers nobody here wrote: the cases real exports and anonymisers produced, a generated table of
 each copied attribute deleted, emptied and made invalid, and pydicom's own test files; every object
 checked by dciodvfy (dicom3tools)."""
@@ -11,11 +11,11 @@ import numpy as np
 import pydicom
 import pytest
 
+from pneumoscope.dicom_results import Algorithm
+from pneumoscope.dicom_results.build import make_results, write_results
+from pneumoscope.dicom_results.header import _vm_allows, copied_keywords, describe, result_type, value_problem
+from pneumoscope.dicom_results.source import Source
 from pneumoscope.inference.predictor import Prediction
-from pneumoscope.results import Algorithm
-from pneumoscope.results.build import make_results, write_results
-from pneumoscope.results.header import _vm_allows, copied_keywords, describe, result_type, value_problem
-from pneumoscope.results.source import Source
 from tests.dicom_samples import PYDICOM_FILES
 from tests.odd_headers import FULL, INVALID_BY_VR, ODD, dciodvfy_errors, errors_beyond, full_dataset, odd_dicoms, raw, save
 

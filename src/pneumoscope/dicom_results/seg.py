@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import codes
-from .identity import SERIES, algorithm_identification, equipment
+from .algorithm import SERIES, algorithm_identification, equipment
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .identity import Algorithm
+    from .algorithm import Algorithm
     from .source import Source
 
 

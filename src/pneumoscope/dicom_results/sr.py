@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from . import codes
-from .identity import SERIES, equipment
+from .algorithm import SERIES, equipment
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .identity import Algorithm
+    from .algorithm import Algorithm
     from .source import Source
 
 
