@@ -7,10 +7,13 @@ from pneumoscope import config
 from pneumoscope.config import ModelConfig
 from pneumoscope.errors import PneumoscopeError
 from pneumoscope.inference import backend_choice
+from pneumoscope.inference.backend_choice import Request
 from pneumoscope.inference.backends import TorchBackend, with_hflip_tta
 from pneumoscope.inference.export import sample_inputs
 from pneumoscope.runs import Run
 from pneumoscope.stage1.unet import build_model
+
+CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +61,7 @@ def test_a_forced_precision_without_a_record_falls_back_when_it_disagrees(model,
     # check made impossible, so the fallback to float32 is what gets exercised.
     monkeypatch.setattr(backend_choice, "bf16_supported", lambda device: True)
     monkeypatch.setattr(backend_choice, "DICE_MIN", 1.01)
-    chosen, notes = backend_choice.choose(model, torch.device("cpu"), x, "torch", "bf16", memo=_memo(tmp_path, model))
+    chosen, notes = backend_choice.choose(model, x, Request(CPU, "torch", "bf16"), memo=_memo(tmp_path, model))
     assert chosen.precision == "fp32" and chosen.name == "torch-fp32"
     assert any("torch-bf16-cl does not match float32" in n and "not used" in n for n in notes)
 
@@ -72,34 +75,33 @@ def _record(accepted: bool) -> dict:
 def test_auto_offers_only_what_the_validation_images_accepted(model, monkeypatch, tmp_path, accepted):
     monkeypatch.setattr(backend_choice, "bf16_supported", lambda device: True)
     monkeypatch.setattr(backend_choice, "DICE_MIN", 1.01)  # the probe rule no longer decides an accepted precision
-    names = [c.name for c, _ in backend_choice.candidates(model, torch.device("cpu"), "torch", "auto", False, None,
-                                                          record=_record(accepted))]
+    names = [c.name for c, _ in backend_choice.candidates(model, Request(CPU, "torch", "auto", record=_record(accepted)))]
     assert ("torch-bf16-cl" in names) == accepted and "torch-fp32-cl" in names
-    chosen, notes = backend_choice.choose(model, torch.device("cpu"), sample_inputs(64, 2), "torch", "auto",
-                                          memo=_memo(tmp_path, model), record=_record(accepted))
+    chosen, notes = backend_choice.choose(model, sample_inputs(64, 2), Request(CPU, "torch", "auto", record=_record(accepted)),
+                                          memo=_memo(tmp_path, model))
     assert not any("does not match" in n for n in notes)
 
 
 def test_auto_without_a_record_is_float32(model, monkeypatch):
     monkeypatch.setattr(backend_choice, "bf16_supported", lambda device: True)
-    names = [c.name for c, _ in backend_choice.candidates(model, torch.device("cpu"), "auto", "auto", False, None)]
+    names = [c.name for c, _ in backend_choice.candidates(model, Request(CPU))]
     assert names == ["torch-fp32-cl"]
 
 
 def test_eager_float32_is_chosen_when_nothing_else_qualifies(model, monkeypatch, tmp_path):
     monkeypatch.setattr(backend_choice, "FP32_TOLERANCE", 0.0)  # every other float32 path "differs"
     monkeypatch.setattr(backend_choice, "DICE_MIN", 1.01)
-    chosen, notes = backend_choice.choose(model, torch.device("cpu"), sample_inputs(64, 2), "auto", "auto", memo=_memo(tmp_path, model))
+    chosen, notes = backend_choice.choose(model, sample_inputs(64, 2), Request(CPU), memo=_memo(tmp_path, model))
     assert chosen.name == "torch-fp32" and any("not used" in n for n in notes)
-    again, notes = backend_choice.choose(model, torch.device("cpu"), sample_inputs(64, 2), "auto", "auto", memo=_memo(tmp_path, model))
+    again, notes = backend_choice.choose(model, sample_inputs(64, 2), Request(CPU), memo=_memo(tmp_path, model))
     assert again.name == "torch-fp32"
 
 
 def test_choice_is_remembered_per_machine(model, tmp_path):
     x = sample_inputs(64, 2)
     memo = _memo(tmp_path, model)
-    first, _ = backend_choice.choose(model, torch.device("cpu"), x, "torch", "fp32", memo=memo)
-    again, notes = backend_choice.choose(model, torch.device("cpu"), x, "torch", "fp32", memo=memo)
+    first, _ = backend_choice.choose(model, x, Request(CPU, "torch", "fp32"), memo=memo)
+    again, notes = backend_choice.choose(model, x, Request(CPU, "torch", "fp32"), memo=memo)
     assert first.name == again.name and "remembered" in notes[0]
 
 
@@ -136,8 +138,8 @@ BOTH = ("openvino-int8", "onnx-int8")
 def test_int8_is_offered_only_on_a_runtime_that_was_judged(model, exported, monkeypatch, backend, precision, record, expect):
     pytest.importorskip("openvino")
     monkeypatch.setattr(backend_choice, "bf16_supported", lambda device: False)
-    names = [c.name for c, _ in backend_choice.candidates(model, torch.device("cpu"), backend, precision, False, exported,
-                                                          record=record, int8_path=exported)]
+    names = [c.name for c, _ in backend_choice.candidates(model, Request(CPU, backend, precision, onnx_path=exported, int8_path=exported,
+                                                                  record=record))]
     assert names == expect
 
 
@@ -146,11 +148,11 @@ def test_a_remembered_int8_of_another_runtime_is_chosen_again(model, exported, m
     monkeypatch.setattr(backend_choice, "bf16_supported", lambda device: False)
     memo = _memo(tmp_path, model)
     x = sample_inputs(64, 2)
-    first, _ = backend_choice.choose(model, torch.device("cpu"), x, "auto", "int8", onnx_path=exported, memo=memo,
-                                     record=_int8_record("onnx-int8"), int8_path=exported)
+    first, _ = backend_choice.choose(model, x, Request(CPU, "auto", "int8", onnx_path=exported, int8_path=exported,
+                                                       record=_int8_record("onnx-int8")), memo=memo)
     assert first.name == "onnx-int8"
     (key, entry), = ((k, v) for k, v in memo.read_backend_memo().items() if k != "weights_id")
     memo.write_backend_memo({key.replace("+onnx-int8", "+openvino-int8"): entry})  # a memo of another record
-    again, notes = backend_choice.choose(model, torch.device("cpu"), x, "auto", "int8", onnx_path=exported, memo=memo,
-                                         record=_int8_record("openvino-int8"), int8_path=exported)
+    again, notes = backend_choice.choose(model, x, Request(CPU, "auto", "int8", onnx_path=exported, int8_path=exported,
+                                                           record=_int8_record("openvino-int8")), memo=memo)
     assert again.name == "openvino-int8" and "onnx-int8 is not an int8 runtime judged; choosing again" in notes

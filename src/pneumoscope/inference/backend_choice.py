@@ -13,8 +13,10 @@ remembered per machine in the run folder and re-verified on each call's probe.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -77,14 +79,38 @@ def _file_backend(name: str, path: Path, threads: int | None):
     return (OpenVinoBackend if name.startswith("openvino-") else OnnxBackend)(path, threads, name=name)
 
 
-def candidates(model: nn.Module, device: torch.device, backend: str, precision: str, compile: bool,
-               onnx_path: Path | None, threads: int | None = None, record: dict | None = None,
-               int8_path: Path | None = None) -> list[tuple[object, bool | str]]:
+@dataclass(frozen=True)
+class Request:
+    """What a backend is chosen for: the device, what the user asked (backend, precision, compile),
+    what the run has (its ONNX export and int8 model, its precision record) and how the masks are cut."""
+
+    device: torch.device
+    backend: str = "auto"  # auto, torch, onnx, openvino
+    precision: str = "auto"  # auto, fp32, bf16, fp16, int8
+    compile: bool = False
+    onnx_path: Path | None = None  # the run's float32 export (None: no ONNX candidates)
+    int8_path: Path | None = None  # the run's calibrated int8 model
+    record: dict | None = None  # the run's precision record for this machine (:mod:`.precision`)
+    threads: int | None = None
+    thresholds: tuple[float, ...] = (0.5,)  # where masks are cut: a candidate must agree there
+
+    @property
+    def key(self) -> str:
+        """What a remembered choice holds for: this machine and this request."""
+        ok = sorted({*accepted(self.record), *int8_runtimes(self.record, only_accepted=True)})  # int8 by runtime
+        return (f"{machine_key(self.device)}|{self.backend}|{self.precision}|compile={self.compile}"
+                f"|accepted={'+'.join(ok) or 'none'}")
+
+
+def candidates(model: nn.Module, request: Request) -> list[tuple[object, bool | str]]:
     """(backend, check) pairs for the request, preferred first; check is False (a float32 path),
     True (reduced precision judged by agreement on the probe: no record) or :data:`JUDGED`.
 
     With a precision ``record`` (:mod:`.precision`), ``auto`` offers only the reduced precisions it
     accepted; a forced ``--precision`` is offered whatever the record says (the caller says what)."""
+    r = request
+    device, backend, precision, compile, record, threads = r.device, r.backend, r.precision, r.compile, r.record, r.threads
+    onnx_path, int8_path = r.onnx_path, r.int8_path
     out: list[tuple[object, bool | str]] = []
     ok = accepted(record)
     if backend in ("auto", "torch"):
@@ -108,10 +134,8 @@ def candidates(model: nn.Module, device: torch.device, backend: str, precision: 
     return out
 
 
-def choose(model: nn.Module | Callable[[], nn.Module], device: torch.device, x: np.ndarray, backend: str = "auto",
-           precision: str = "auto", compile: bool = False, onnx_path: Path | None = None, memo: Run | None = None,
-           thresholds: tuple[float, ...] = (0.5,), say=lambda line: None, threads: int | None = None,
-           record: dict | None = None, int8_path: Path | None = None) -> tuple[object, list[str]]:
+def choose(model: nn.Module | Callable[[], nn.Module], x: np.ndarray, request: Request, memo: Run | None = None,
+           say=lambda line: None) -> tuple[object, list[str]]:
     """The backend to use and lines saying what was measured or why something fell back.
 
     Every candidate is checked against eager float32 PyTorch on (at most two images of) the probe
@@ -122,27 +146,25 @@ def choose(model: nn.Module | Callable[[], nn.Module], device: torch.device, x: 
     needs no PyTorch model at all). ``model``: the U-Net, or a function that builds it when needed.
     ``say`` reports progress on a first call."""
     get_model = (lambda: model) if isinstance(model, nn.Module) else model
-    ok = sorted({*accepted(record), *int8_runtimes(record, only_accepted=True)})  # int8 by the runtimes accepted
-    key = f"{machine_key(device)}|{backend}|{precision}|compile={compile}|accepted={'+'.join(ok) or 'none'}"
+    device, key = request.device, request.key
     known = memo.read_backend_memo() if memo is not None else {}
     notes: list[str] = []
     if key in known:
         stored = memo.read_backend_probe()
-        chosen, how = _reverify(known[key]["backend"], stored, get_model, device, x, backend, precision, compile,
-                                onnx_path, thresholds, threads, record, int8_path)
+        chosen, how = _reverify(known[key]["backend"], stored, get_model, x, request)
         if chosen is not None:
             return chosen, [f"backend {chosen.name} (remembered for this machine; {how})"]
         notes.append(how)
     probe = x[:2]
     ref = TorchBackend(get_model(), device, "fp32", False)
     ref_prob, _ = ref(probe)
-    cands = candidates(get_model(), device, backend, precision, compile, onnx_path, threads, record, int8_path)
+    cands = candidates(get_model(), request)
     say(f"choosing a backend: checking {len(cands) + 1} candidates against float32 on {len(probe)} image(s)")
     timings = {}
     passing = []
     for cand, reduced in cands:
         try:
-            ok, how = verify(cand, reduced, ref_prob, probe, thresholds)
+            ok, how = verify(cand, reduced, ref_prob, probe, request.thresholds)
             if ok:
                 timings[cand.name] = _ms_per_image(cand, probe)
         except Exception as exc:  # a runtime that cannot run this model here: one line, out of the running
@@ -154,7 +176,7 @@ def choose(model: nn.Module | Callable[[], nn.Module], device: torch.device, x: 
         passing.append(cand)
     timings[ref.name] = _ms_per_image(ref, probe)
     passing.append(ref)  # always valid
-    if backend == "auto":
+    if request.backend == "auto":
         best = min(passing, key=lambda c: timings[c.name])
     else:
         best = passing[0]
@@ -172,12 +194,11 @@ def choose(model: nn.Module | Callable[[], nn.Module], device: torch.device, x: 
     return best, notes
 
 
-def _reverify(name: str, stored: tuple | None, get_model: Callable[[], nn.Module], device: torch.device, x: np.ndarray,
-              backend: str, precision: str, compile: bool, onnx_path: Path | None,
-              thresholds: tuple[float, ...], threads: int | None = None, record: dict | None = None,
-              int8_path: Path | None = None) -> tuple[object | None, str]:
+def _reverify(name: str, stored: tuple | None, get_model: Callable[[], nn.Module], x: np.ndarray,
+              request: Request) -> tuple[object | None, str]:
     """The remembered backend when it still reproduces float32 (on the stored probe, else on this
     batch's), or (None, why not)."""
+    device, backend, record, threads = request.device, request.backend, request.record, request.threads
     if name == "torch-fp32":  # eager float32 is the reference itself
         return TorchBackend(get_model(), device, "fp32", False), "float32 itself"
     if stored is not None:
@@ -185,20 +206,20 @@ def _reverify(name: str, stored: tuple | None, get_model: Callable[[], nn.Module
     else:
         probe = x[:2]
         ref_prob, _ = TorchBackend(get_model(), device, "fp32", False)(probe)
-    path = {"fp32": onnx_path, "int8": int8_path}.get(name.rsplit("-", 1)[-1])
+    path = {"fp32": request.onnx_path, "int8": request.int8_path}.get(name.rsplit("-", 1)[-1])
     family = name.split("-")[0]
     if family in ("onnx", "openvino") and path is not None and backend in ("auto", family):
         if name.endswith("int8") and name not in int8_runtimes(record):  # int8 is judged per runtime
             return None, f"{name} is not an int8 runtime judged; choosing again"
         cands = [(_file_backend(name, path, threads), JUDGED if name.endswith("int8") else False)]
     else:
-        cands = [c for c in candidates(get_model(), device, backend, precision, compile, None, threads, record)
+        cands = [c for c in candidates(get_model(), dataclasses.replace(request, onnx_path=None, int8_path=None))
                  if c[0].name == name]
     if not cands:
         return None, f"{name} is not available now; choosing again"
     cand, reduced = cands[0]
     try:
-        ok, how = verify(cand, reduced, ref_prob, probe, thresholds)
+        ok, how = verify(cand, reduced, ref_prob, probe, request.thresholds)
     except Exception as exc:  # it ran before, not now (another ISA limit, a runtime updated): choose again
         return None, f"{cand.name} failed here ({exc.__class__.__name__}: {one_line(exc)[:160]}); choosing again"
     return (cand, how) if ok else (None, f"{cand.name} rejected on the probe ({how}); choosing again")

@@ -192,9 +192,10 @@ class Predictor:
             raise PneumoscopeError("--precision int8: no int8 model for these weights (its training images could not be read: "
                                    f"{(record or {}).get('reason', 'not judged')})")
         thresholds = tuple(sorted({self.threshold, self.rule.top, self.rule.bottom}))
-        self.backend, notes = backend_choice.choose(lambda: self.model, self.device, x, self.opts.backend, self.opts.precision,
-                                            self.opts.compile, onnx_path, None if self.read_only else self.run, thresholds, self.say,
-                                            self.opts.threads, record, int8)
+        request = backend_choice.Request(self.device, self.opts.backend, self.opts.precision, self.opts.compile, onnx_path,
+                                         int8, record, self.opts.threads, thresholds)
+        self.backend, notes = backend_choice.choose(lambda: self.model, x, request, None if self.read_only else self.run,
+                                                    self.say)
         self.notes += isa_notes() + notes + precision_notes(self.backend.name, record, self.opts.precision)
 
     def _precision_record(self) -> dict | None:
