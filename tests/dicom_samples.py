@@ -3,6 +3,7 @@ encoded in every transfer syntax (by imagecodecs, pydicom and our own reader now
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -142,7 +143,13 @@ def deflate_bomb(path: Path, rows: int, cols: int, pixel_bytes: int) -> Path:
 
 
 def siim_pixels(size: int | None = None, index: int = 0) -> np.ndarray:
-    """A real SIIM-ACR radiograph (8-bit) when the samples are present, else a phantom; optionally resized."""
+    """A real SIIM-ACR radiograph (8-bit) when the samples are present, else a phantom; optionally resized
+    (read once per size and index: the tables of odd headers make hundreds of files of a few)."""
+    return _siim_pixels(size, index).copy()
+
+
+@functools.lru_cache(maxsize=64)
+def _siim_pixels(size: int | None, index: int) -> np.ndarray:
     from tests.conftest import SHARED
 
     sample = sorted((SHARED / "siim-sample" / "png_images").glob("*.png"))
