@@ -38,6 +38,11 @@ class BadItemError(PneumoscopeError):
         return (BadItemError, (self.item_id, self.path, self.reason))
 
 
+def without_name(text: str, name: str) -> str:
+    """A message without the ``name: `` it starts with (for a caller that shows the name itself)."""
+    return text[len(name) + 2:] if name and text.startswith(f"{name}: ") else text
+
+
 def one_line(exc: BaseException) -> str:
     """An exception's message in words on one line: pydicom's run over several lines, and
     Pillow's name the in-memory file object (``<_io.BytesIO object at 0x...>``), which says nothing."""

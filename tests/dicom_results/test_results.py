@@ -14,7 +14,7 @@ import pytest
 
 from pneumoscope import load_run
 from pneumoscope.cli import main
-from pneumoscope.dicom_results import Algorithm, dicom_results, parse_kinds
+from pneumoscope.dicom_results import Algorithm, make_results, parse_kinds
 from pneumoscope.dicom_results.header import fix_age
 from pneumoscope.dicom_results.source import Source
 from pneumoscope.errors import PneumoscopeError
@@ -182,7 +182,7 @@ def test_library_builds_results_from_a_dataset_in_memory(siim_sources):
     mask = np.zeros(source.display.shape, bool)
     mask[100:150, 60:120] = True
     pred = Prediction(np.zeros(mask.shape, np.float32), mask, 0.9, "pneumothorax")
-    out = dicom_results(pred, source, Algorithm("0.1.0", "0" * 32, "U-Net test", 0.5), ("seg",))
+    out = make_results(pred, source, Algorithm("0.1.0", "0" * 32, "U-Net test", 0.5), ("seg",)).objects
     assert list(out) == ["seg"] and out["seg"].pixel_array.sum() == mask.sum()
 
 

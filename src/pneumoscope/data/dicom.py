@@ -144,6 +144,21 @@ def read_dicom(source: str | BinaryIO, name: str | None = None, max_pixels: int 
     return img, meta
 
 
+def read_dicom_from_dataset(ds: Any, name: str, max_pixels: int | None = None,
+                            min_side: int = 0) -> tuple[np.ndarray, dict[str, Any], Any]:
+    """As :func:`read_dicom_dataset`, of a pydicom Dataset in memory: encoded as its file would be,
+    then read the same way (the same bounds, the same display pipeline)."""
+    import io
+
+    buf = io.BytesIO()
+    try:
+        ds.save_as(buf, enforce_file_format=False)
+    except Exception as exc:  # a dataset pydicom cannot encode (no pixel data, values of the wrong type)
+        raise PneumoscopeError(f"{name}: the pydicom Dataset cannot be encoded ({exc.__class__.__name__}: {one_line(exc)})") from exc
+    buf.seek(0)
+    return read_dicom_dataset(buf, name, max_pixels, min_side)
+
+
 def read_dicom_dataset(source: str | BinaryIO, name: str | None = None, max_pixels: int | None = None,
                        min_side: int = 0) -> tuple[np.ndarray, dict[str, Any], Any]:
     """As :func:`read_dicom`, with the pydicom dataset it was read from (for results written as DICOM)."""

@@ -20,13 +20,13 @@ from typing import Any
 
 from .algorithm import KINDS, Algorithm, parse_kinds
 
-__all__ = ["KINDS", "Algorithm", "Results", "dicom_results", "make_results", "parse_kinds", "result_name", "write_results"]
+__all__ = ["KINDS", "Algorithm", "Results", "make_results", "parse_kinds", "result_name", "write_results"]
 
 
 def __getattr__(name: str) -> Any:
     """The builders on first use: they bring highdicom and pydicom's code tables (~0.13 s), which a
     prediction that writes no DICOM (it only names its :class:`Algorithm`) never needs."""
-    if name in ("Results", "dicom_results", "make_results", "result_name", "write_results"):
+    if name in ("Results", "make_results", "result_name", "write_results"):
         from . import build
 
         return getattr(build, name)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import PneumoscopeError, one_line
+from ..errors import PneumoscopeError, one_line, without_name
 from ..files import atomic_write
 from .algorithm import KINDS, NOT_IMAGES, Algorithm
 from .capture import caption, secondary_capture
@@ -63,7 +63,7 @@ def make_results(prediction: Any, source: Any, algorithm: Algorithm, kinds: tupl
     try:
         src = source if isinstance(source, Source) else Source.load(source, max_pixels, display, name)
     except PneumoscopeError as exc:
-        return Results({}, (f"no DICOM results: {_without_name(str(exc), source)}",))
+        return Results({}, (f"no DICOM results: {without_name(str(exc), str(source) if isinstance(source, (str, Path)) else '')}",))
     except Exception as exc:  # a header pydicom cannot even parse
         return Results({}, (f"no DICOM results: the header cannot be read ({exc.__class__.__name__}: {one_line(exc)})",))
     why = _why_not(src, prediction)
@@ -77,20 +77,6 @@ def make_results(prediction: Any, source: Any, algorithm: Algorithm, kinds: tupl
     except Exception as exc:  # highdicom refuses a geometry or value the cleaning could not foresee
         return Results({}, (*src.notes, f"no DICOM results: {exc.__class__.__name__}: {one_line(exc)[:300]}"))
     return Results(objects, src.notes, encoded)
-
-
-def dicom_results(prediction: Any, source: Source, algorithm: Algorithm, kinds: tuple[str, ...] = KINDS) -> dict[str, Any]:
-    """The objects of :func:`make_results`, raising :class:`PneumoscopeError` (one line) when there are none."""
-    made = make_results(prediction, source, algorithm, kinds)
-    if not made.objects and kinds:
-        raise PneumoscopeError(f"{getattr(source, 'name', source)}: {made.note}")
-    return made.objects
-
-
-def _without_name(text: str, source: Any) -> str:
-    """An error line without the file name the caller already shows."""
-    name = str(source) if isinstance(source, (str, Path)) else ""
-    return text[len(name) + 2:] if name and text.startswith(name + ": ") else text
 
 
 def _why_not(src: Source, prediction: Any) -> str | None:

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from pydicom.valuerep import MAX_VALUE_LEN
+
 REFERENCES = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
 TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
          "ReferringPhysicianName", "StudyID", "AccessionNumber", "PatientOrientation")
@@ -52,8 +54,7 @@ ENUMS = {  # enumerated values (PS3.3) of the copied attributes that have them
     "TypeOfPatientID": {"TEXT", "RFID", "BARCODE"},
 }
 ORIENTATION = re.compile(r"^[APRLHF]{1,3}$")  # Patient Orientation of a human (PS3.3 C.7.6.1.1.1)
-MAX_LENGTH = {"AE": 16, "AS": 4, "CS": 16, "DA": 8, "DS": 16, "DT": 26, "IS": 12, "LO": 64, "LT": 10240, "SH": 16,
-              "ST": 1024, "TM": 14, "UI": 64}
+MAX_LENGTH = {**MAX_VALUE_LEN, "AS": 4, "DA": 8, "DT": 26, "TM": 14}  # pydicom's, and the fixed-length VRs it leaves out
 PATTERN = {
     "AE": re.compile(r"^[\x20-\x5b\x5d-\x7e]*$"),
     "AS": re.compile(r"^\d\d\d[DWMY]$"),
@@ -106,12 +107,20 @@ def result_type(keyword: str) -> str:
     return "1" if keyword in REFERENCES else "2" if keyword in TYPE2 else "3"
 
 
+def tag_text(keyword: str) -> str:
+    """An attribute's tag as the standard writes it: ``0010,0010``."""
+    from pydicom.datadict import tag_for_keyword
+
+    tag = tag_for_keyword(keyword)
+    return f"{tag >> 16:04X},{tag & 0xFFFF:04X}"
+
+
 def describe(keyword: str) -> str:
     """An attribute as people read it: ``Patient's Name (0010,0010)``."""
     from pydicom.datadict import dictionary_description, tag_for_keyword
 
     tag = tag_for_keyword(keyword)
-    return f"{dictionary_description(tag)} ({tag >> 16:04X},{tag & 0xFFFF:04X})" if tag is not None else keyword
+    return f"{dictionary_description(tag)} ({tag_text(keyword)})" if tag is not None else keyword
 
 
 def _vm_allows(spec: str, n: int) -> bool:

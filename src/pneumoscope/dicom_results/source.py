@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import PneumoscopeError
-from .header import REFERENCES, clean, describe
+from .header import REFERENCES, clean, describe, tag_text
 
 # What a SEG and an SR must reference; a source without them cannot have results in its study.
 REQUIRED = REFERENCES
@@ -55,28 +55,25 @@ class Source:
         import pydicom
         from pydicom.dataset import Dataset
 
-        from ..data.dicom import read_dicom_dataset
+        from ..data.dicom import read_dicom_dataset, read_dicom_from_dataset
 
+        if isinstance(source, Dataset):  # its header is at hand: only its pixels may need decoding
+            label = name or str(source.get("SOPInstanceUID", "") or "dataset")
+            if display is None:
+                display, _, _ = read_dicom_from_dataset(source, label, max_pixels)
+            return cls.of(source, display, label)
         if isinstance(source, (str, Path)):
             buf: Any = str(source)
         elif isinstance(source, (bytes, bytearray, memoryview)):
             buf = io.BytesIO(bytes(source))
-        elif isinstance(source, Dataset):
-            buf = io.BytesIO()
-            try:
-                source.save_as(buf, enforce_file_format=False)
-            except Exception as exc:  # a dataset whose values pydicom cannot encode
-                raise PneumoscopeError(f"the source dataset cannot be encoded ({exc.__class__.__name__}: {exc})") from exc
-            buf.seek(0)
         else:
             raise PneumoscopeError(f"expected the source DICOM as a path, bytes or a pydicom Dataset, got {type(source).__name__}")
-        label = name or (str(source) if isinstance(source, (str, Path)) else
-                         str(source.get("SOPInstanceUID", "") or "dataset") if isinstance(source, Dataset) else "upload")
+        label = name or (str(source) if isinstance(source, (str, Path)) else "upload")
         if display is None:
             display, _, ds = read_dicom_dataset(buf, label, max_pixels)
         else:
             ds = pydicom.dcmread(buf, stop_before_pixels=True, force=True)
-        return cls.of(source if isinstance(source, Dataset) else ds, display, label)
+        return cls.of(ds, display, label)
 
     @classmethod
     def of(cls, ds: Any, display: np.ndarray, name: str) -> Source:
@@ -87,7 +84,7 @@ class Source:
             except Exception:  # a value pydicom cannot convert
                 present = ""
             if not present:
-                raise PneumoscopeError(f"{name}: has no {key} ({_TAG[key]}); a DICOM result must reference it, "
+                raise PneumoscopeError(f"{name}: has no {key} ({tag_text(key)}); a DICOM result must reference it, "
                                        "so none is written")
         rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
         if display.shape != (rows, cols):
@@ -129,6 +126,3 @@ def plausible_spacing(ds: Any, shape: tuple[int, int], notes: list[str]) -> tupl
         notes.append("areas are in pixels")
     return None
 
-
-_TAG = {"StudyInstanceUID": "0020,000D", "SeriesInstanceUID": "0020,000E", "SOPInstanceUID": "0008,0018",
-        "SOPClassUID": "0008,0016"}

@@ -22,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..data.io import MAX_PIXELS, MIN_SIDE, check_file, is_dicom, read_image
-from ..errors import PneumoscopeError
+from ..errors import PneumoscopeError, without_name
 from .options import PredictOptions
 from .prediction_folder import CSV_FIELDS, DICOM_FIELDS, STAGE2_FIELDS, PredictionFolder
 from .predictor import Predictor
@@ -63,8 +63,7 @@ def _read(path: Path, dicom: bool = False, max_pixels: int = MAX_PIXELS) -> Item
     try:
         return Item(path, img, meta, "", Source.of(ds, img, str(path)))
     except PneumoscopeError as exc:  # predicted all the same; its row says why it has no DICOM results
-        text = str(exc)
-        return Item(path, img, meta, "", "no DICOM results: " + (text[len(str(path)) + 2:] if text.startswith(f"{path}: ") else text))
+        return Item(path, img, meta, "", f"no DICOM results: {without_name(str(exc), str(path))}")
 
 
 def _own_result(path: Path) -> str | None:

@@ -200,9 +200,14 @@ def _ms(backend, x: np.ndarray) -> float:
     return round(best * 1000 / len(probe), 2)
 
 
+def ran(entry: dict) -> bool:
+    """Whether a precision's backend ran here (one that failed has a reason and no timing)."""
+    return entry.get("ms_per_image") is not None
+
+
 def describe(name: str, entry: dict, record: dict) -> str:
     """One line: what the validation images said of a precision."""
-    if entry.get("decision_flips") is None and not entry.get("drop"):  # it did not run here
+    if not ran(entry):
         return f"{name} ({entry.get('backend', '?')}): {entry['reason']}"
     drops = ", ".join(f"{k} {'-' if v > 0 else '+'}{abs(v):.4f}" for k, v in entry["drop"].items())
     return (f"{name} ({entry.get('backend', '?')}) on {record['validation_images']} validation image(s): {drops}, "
@@ -238,7 +243,7 @@ def table(record: dict) -> list[str]:
              f"  {'fp32':<10}{'torch-fp32':<16}{ref['ms_per_image']:>8.1f}{ref['dice_kaggle']:>13.4f}"
              f"{_num(ref['dice_pos']):>10}  reference"]
     for name, e in record["precisions"].items():
-        if e.get("ms_per_image") is None:  # it did not run here
+        if not ran(e):
             lines.append(f"  {name:<10}{e['backend']:<16}{'-':>8}{'-':>13}{'-':>10}  {e['reason']}")
             continue
         lines.append(f"  {name:<10}{e['backend']:<16}{e['ms_per_image']:>8.1f}{e['dice_kaggle']:>13.4f}{_num(e['dice_pos']):>10}  "

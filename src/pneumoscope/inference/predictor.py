@@ -248,7 +248,10 @@ class Predictor:
         the DICOM display pipeline, as for a file), or a 2-D array (see :func:`array_to_unit`)."""
         dataset = _as_dataset(image)
         if dataset is not None:
-            img, meta = _read_dataset(dataset, int(self.opts.max_megapixels * 1e6))
+            from ..data.dicom import read_dicom_from_dataset
+
+            name = str(dataset.get("SOPInstanceUID", "") or "dataset")
+            img, meta, _ = read_dicom_from_dataset(dataset, name, int(self.opts.max_megapixels * 1e6), MIN_SIDE)
             result = self.predict_batch([img], [{**meta, **(metadata or {})}])[0]
             result.source = dataset  # to_dicom() makes its results in this dataset's study
             return result
@@ -286,22 +289,6 @@ def _as_dataset(image: Any) -> Any:
 
         return image if isinstance(image, Dataset) else None
     return None
-
-
-def _read_dataset(ds: Any, max_pixels: int) -> tuple[np.ndarray, dict]:
-    """A dataset's first frame as displayed and its metadata, exactly as from its file."""
-    import io
-
-    from ..data.dicom import read_dicom_dataset
-
-    buf = io.BytesIO()
-    try:
-        ds.save_as(buf, enforce_file_format=False)
-    except Exception as exc:  # a dataset pydicom cannot encode (no pixel data, values of the wrong type)
-        raise PneumoscopeError(f"the pydicom Dataset cannot be read as a radiograph ({exc.__class__.__name__}: {exc})") from exc
-    buf.seek(0)
-    img, meta, _ = read_dicom_dataset(buf, str(ds.get("SOPInstanceUID", "") or "dataset"), max_pixels, MIN_SIDE)
-    return img, meta
 
 
 def _array_shape(image: Any) -> tuple[int, ...]:

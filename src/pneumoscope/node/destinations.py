@@ -106,10 +106,11 @@ def _stow(url: str, files: list[Path]) -> None:
 
 def check_stored(url: str, answer: object, sent: list[str]) -> None:
     """Raise OSError unless the STOW-RS response ``answer`` lists every instance of ``sent`` as stored."""
-    stored = {str(item.get("ReferencedSOPInstanceUID", "")) for item in getattr(answer, "get", lambda *_: [])(
-        "ReferencedSOPSequence", []) or []}
-    failed = {str(item.get("ReferencedSOPInstanceUID", "")) for item in getattr(answer, "get", lambda *_: [])(
-        "FailedSOPSequence", []) or []}
+    def named(sequence: str) -> set[str]:
+        items = (answer.get(sequence) or []) if hasattr(answer, "get") else []
+        return {str(item.get("ReferencedSOPInstanceUID", "")) for item in items}
+
+    stored, failed = named("ReferencedSOPSequence"), named("FailedSOPSequence")
     if not stored and not failed:
         raise OSError(f"{url}: the answer is no STOW-RS response (it names no stored instance; a wrong URL, or a "
                       "proxy's page?); kept queued")
