@@ -70,7 +70,7 @@ def make_run(work: Path) -> Path:
     import pandas as pd
 
     from pneumoscope import config
-    from pneumoscope.runs import Run
+    from pneumoscope.folders import Run
     from pneumoscope.stage1.pipeline import train_seg
     from pneumoscope.stage1.unet import load_model
 
@@ -94,7 +94,7 @@ def flops_per_image(run: Path) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from pneumoscope.runs import Run
+    from pneumoscope.folders import Run
     from pneumoscope.stage1.unet import load_model
 
     model, _ = load_model(Run(run))
@@ -113,8 +113,8 @@ def backend(name: str, run: Path):
     """The product's backend of that name on the (judged) run: its export and its int8 model."""
     import torch
 
+    from pneumoscope.folders import Run
     from pneumoscope.inference.backends import OnnxBackend, OpenVinoBackend, TorchBackend, bf16_supported
-    from pneumoscope.runs import Run
     from pneumoscope.stage1.unet import load_model
 
     folder = Run(run)
@@ -135,11 +135,11 @@ def judged_copy(run: Path, work: Path) -> tuple[Path, dict]:
     """A copy of the run, exported and judged as ``pneumoscope export`` does (its own folder untouched)."""
     import torch
 
+    from pneumoscope.folders import Run
     from pneumoscope.inference.export import export_onnx
     from pneumoscope.inference.options import PredictOptions
     from pneumoscope.inference.precision import judge
     from pneumoscope.inference.predictor import Predictor
-    from pneumoscope.runs import Run
 
     copy = work / "judged"
     shutil.copytree(run, copy, ignore=shutil.ignore_patterns("precision.json", "backend*", "model*.onnx", "export.json"))
@@ -208,7 +208,7 @@ PLAIN = r'''
 import sys, numpy as np, torch
 from pathlib import Path
 from PIL import Image
-from pneumoscope.runs import Run
+from pneumoscope.folders import Run
 from pneumoscope.stage1.unet import load_model
 model, cfg = load_model(Run(sys.argv[1]))
 out = Path(sys.argv[3]); out.mkdir(exist_ok=True)

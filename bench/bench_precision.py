@@ -29,7 +29,7 @@ def gflop_per_image(run: Path) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from pneumoscope.runs import Run
+    from pneumoscope.folders import Run
     from pneumoscope.stage1.unet import load_model
 
     model, cfg = load_model(Run(run))
@@ -45,10 +45,11 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
+    from pneumoscope.folders import Run
+    from pneumoscope.folders.names import PRECISION
     from pneumoscope.inference.options import PredictOptions
     from pneumoscope.inference.precision import judge
     from pneumoscope.inference.predictor import Predictor
-    from pneumoscope.runs import PRECISION, Run
 
     work = Path(tempfile.mkdtemp(prefix="bench-precision-")) / "run"
     shutil.copytree(args.run, work, ignore=shutil.ignore_patterns(PRECISION, "backend*", "model*.onnx", "export.json"))

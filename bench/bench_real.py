@@ -138,7 +138,7 @@ def rule_objectives(out: Path, test: Path) -> dict:
     import torch
 
     from pneumoscope.data.prepare import prepare_data
-    from pneumoscope.runs import Run
+    from pneumoscope.folders import Run
     from pneumoscope.stage1 import postprocess
     from pneumoscope.stage1.pipeline import _evaluate_probs, evaluate_seg, split_of_rows
     from pneumoscope.stage1.unet import load_model

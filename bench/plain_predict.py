@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pneumoscope.runs import Run
+from pneumoscope.folders import Run
 from pneumoscope.stage1.unet import load_model
 
 model, cfg = load_model(Run(sys.argv[1]))

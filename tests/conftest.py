@@ -102,7 +102,7 @@ def dicom_run(stage2_run: Path, siim_sources: dict[str, Path], tmp_path_factory:
     """``stage2_run`` with a post-processing rule at the 70th percentile of its probabilities on a
     real radiograph, so that the tiny model draws masks on real images (what the DICOM tests need)."""
     from pneumoscope import load_run
-    from pneumoscope.runs import Run
+    from pneumoscope.folders import Run
     from pneumoscope.stage1.postprocess import Rule, save_rule
 
     run = tmp_path_factory.mktemp("dicom-run") / "run"

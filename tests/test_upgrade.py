@@ -10,7 +10,7 @@ import torch
 
 from pneumoscope import config
 from pneumoscope.cli import main
-from pneumoscope.runs import Run
+from pneumoscope.folders import Run
 from pneumoscope.stage2.saved import PortableClassifier
 from tests.helpers import one_error_line
 

@@ -22,9 +22,9 @@ __all__ = ["load_run", "Predictor", "Prediction", "PredictOptions", "Run", "Pneu
 
 if TYPE_CHECKING:  # pragma: no cover
     from .errors import PneumoscopeError
+    from .folders import Run
     from .inference.options import PredictOptions
     from .inference.predictor import PneumoscopeWarning, Prediction, Predictor, load_run
-    from .runs import Run
 
 _LAZY = {"load_run": "inference.predictor", "Predictor": "inference.predictor", "Prediction": "inference.predictor",
          "PredictOptions": "inference.options", "Run": "runs", "PneumoscopeError": "errors",

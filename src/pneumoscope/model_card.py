@@ -17,7 +17,7 @@ import pandas as pd
 
 from . import config as config_mod
 from .data.split import split_summary
-from .runs import Run
+from .folders import Run
 from .stats import fmt, too_wide
 from .version import __version__
 

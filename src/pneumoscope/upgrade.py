@@ -17,7 +17,7 @@ import pandas as pd
 
 from . import config as config_mod
 from .errors import PneumoscopeError, one_line
-from .runs import Run
+from .folders import Run
 from .stage2.saved import PortableClassifier
 
 TRUST_HINT = "if you trust where this folder came from, rerun with --trust-pickles"

@@ -6,11 +6,11 @@ import torch
 from pneumoscope import config
 from pneumoscope.config import ModelConfig
 from pneumoscope.errors import PneumoscopeError
+from pneumoscope.folders import Run
 from pneumoscope.inference import backend_choice
 from pneumoscope.inference.backend_choice import Request
 from pneumoscope.inference.backends import TorchBackend, with_hflip_tta
 from pneumoscope.inference.export import sample_inputs
-from pneumoscope.runs import Run
 from pneumoscope.stage1.unet import build_model
 
 CPU = torch.device("cpu")

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from pneumoscope.cli import main
+from pneumoscope.folders import Run
 from pneumoscope.inference.backends import OnnxBackend, OpenVinoBackend, TorchBackend
 from pneumoscope.inference.export import sample_inputs
-from pneumoscope.runs import Run
 from pneumoscope.stage1.unet import load_model
 
 onnxruntime = pytest.importorskip("onnxruntime")

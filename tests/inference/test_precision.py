@@ -14,11 +14,11 @@ import torch
 import pneumoscope
 from pneumoscope.cli import main
 from pneumoscope.errors import PneumoscopeError
+from pneumoscope.folders import Run
 from pneumoscope.inference import machine, precision
 from pneumoscope.inference.backends import openvino_available
 from pneumoscope.inference.options import PredictOptions
 from pneumoscope.inference.predictor import PneumoscopeWarning
-from pneumoscope.runs import Run
 from tests.test_locks import Holder
 
 

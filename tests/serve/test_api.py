@@ -12,7 +12,7 @@ pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from pneumoscope.data.rle import decode  # noqa: E402
-from pneumoscope.runs import Run  # noqa: E402
+from pneumoscope.folders import Run  # noqa: E402
 from pneumoscope.serve.app import create_app  # noqa: E402
 from tests.helpers import write_dicom  # noqa: E402
 from tests.serve.uploads import positive_png  # noqa: E402

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from pneumoscope import config
-from pneumoscope.runs import Run
+from pneumoscope.folders import Run
 from pneumoscope.stage1.postprocess import Rule, load_rule, save_rule, search
 
 

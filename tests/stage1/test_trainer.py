@@ -103,7 +103,7 @@ def test_ema_and_best_k_average_are_what_is_saved(tiny_synth, cache_dir, tmp_pat
 
 @pytest.mark.slow
 def test_resume_with_ema_and_a_warm_cosine_schedule_reaches_the_same_result(tiny_synth, cache_dir, tmp_path, monkeypatch):
-    from pneumoscope.runs import Run
+    from pneumoscope.folders import Run
 
     extra = {"ema_decay": 0.9, "schedule": "cosine", "warmup_epochs": 1, "grad_clip": 1.0, "batch_size": 4}
     train_seg(_cfg(tiny_synth, cache_dir, epochs=3, **extra), tmp_path / "full")
@@ -141,7 +141,7 @@ def test_positive_fraction_schedule():
 @pytest.mark.slow
 def test_two_phase_continues_at_a_larger_size_with_the_encoder_frozen(tiny_synth, cache_dir, tmp_path):
     from pneumoscope.cli import main
-    from pneumoscope.runs import Run
+    from pneumoscope.folders import Run
 
     first = tmp_path / "first"
     train_seg(_cfg(tiny_synth, cache_dir, epochs=1), first)
@@ -164,7 +164,7 @@ def test_two_phase_continues_at_a_larger_size_with_the_encoder_frozen(tiny_synth
 def test_normals_of_a_labelled_folder_are_negatives(tiny_synth, cache_dir, tmp_path):
     from PIL import Image
 
-    from pneumoscope.runs import Run
+    from pneumoscope.folders import Run
     from pneumoscope.stage2.pipeline import classification_sets
 
     labelled = tmp_path / "labelled"

@@ -9,7 +9,7 @@ import pytest
 
 from pneumoscope import config
 from pneumoscope.cli import main
-from pneumoscope.runs import Run
+from pneumoscope.folders import Run
 from pneumoscope.stage2.pipeline import classification_sets, train_cls
 from tests.conftest import shared_path
 from tests.helpers import FAST

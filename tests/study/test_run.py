@@ -8,7 +8,7 @@ import pytest
 from pneumoscope import config
 from pneumoscope.cli import main
 from pneumoscope.data import prepare
-from pneumoscope.runs import Run
+from pneumoscope.folders import Run
 from tests.helpers import FAST
 
 
@@ -43,7 +43,7 @@ def test_run_end_to_end_on_a_tiny_config(tiny_synth, tmp_path, capsys, monkeypat
 def test_a_study_on_user_data_never_replaces_another_studys_folder(tiny_synth, tmp_path, capsys):
     """``run --data X`` without --out once wrote into runs/demo and replaced the demo study."""
     from pneumoscope.cli.commands import default_study_folder
-    from pneumoscope.runs import Study
+    from pneumoscope.folders import Study
 
     demo = Study(tmp_path / "demo")
     demo.create()

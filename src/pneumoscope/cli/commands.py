@@ -195,7 +195,7 @@ def default_study_folder(cfg: config_mod.Config) -> str:
 
 
 def cmd_train_cls(args: argparse.Namespace) -> None:
-    from ..runs import Run
+    from ..folders import Run
     from ..stage2.pipeline import train_cls
 
     run = Run(args.run)

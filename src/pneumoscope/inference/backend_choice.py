@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import PneumoscopeError, one_line
-from ..runs import Run
+from ..folders import Run
 from ..stage1.metrics import per_image_dice
 from .agreement import DICE_MIN, FP32_TOLERANCE, masks_agree
 from .backends import OnnxBackend, OpenVinoBackend, TorchBackend, bf16_supported, openvino_available

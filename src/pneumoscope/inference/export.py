@@ -23,7 +23,7 @@ from ..data.synth import render
 from ..data.transforms import model_input, to_model_size
 from ..errors import PneumoscopeError
 from ..files import check_writable_folder, file_sha256
-from ..runs import Run
+from ..folders import Run
 from ..stage1.unet import load_model
 from .agreement import masks_agree
 from .backends import OnnxBackend, TorchBackend

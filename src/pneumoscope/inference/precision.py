@@ -16,7 +16,7 @@ CPU), ``int8-onnx`` on ONNX Runtime (``int8`` where OpenVINO is not installed) â
 round differently: on a real run one of them flipped a stage-2 decision and the other did not. Each
 entry names its backend; only a backend judged and accepted is offered.
 
-The precision record (a derived file of the weights, named in runs.py) holds every measurement; the
+The precision record (a derived file of the weights, written by folders/derived.py) holds every measurement; the
 ``auto`` backend offers only accepted precisions, float32 stays the reference and the fallback, and
 a run whose validation images cannot be read is recorded as such: float32 only, and said. Reduced
 precision rounds differently on different instruction sets (int8 on AVX2 multiplies through 16-bit
@@ -38,7 +38,7 @@ import torch
 from ..config import Config
 from ..errors import PneumoscopeError, one_line
 from ..files import file_sha256
-from ..runs import Run
+from ..folders import Run
 from ..stage1.metrics import metrics_of, per_image_counts
 from .backends import OnnxBackend, OpenVinoBackend, TorchBackend, bf16_supported, openvino_available
 from .machine import arithmetic

@@ -11,7 +11,7 @@ from .. import locks
 from ..data.io import list_images
 from ..errors import PneumoscopeError
 from ..files import check_writable_folder
-from ..runs import holds_a_model
+from ..folders import holds_a_model
 from .batch import predict_into
 from .options import PredictOptions
 from .prediction_folder import PredictionFolder

@@ -25,7 +25,7 @@ from ..data.pixels import scale01
 from ..data.transforms import model_input, to_model_size
 from ..device import resolve_device
 from ..errors import PneumoscopeError
-from ..runs import Run
+from ..folders import Run
 from ..stage1.postprocess import Rule, load_rule
 from . import backend_choice
 from .backends import with_hflip_tta

@@ -21,7 +21,7 @@ from ..data.split import make_split, split_summary
 from ..device import resolve_device
 from ..errors import PneumoscopeError
 from ..files import check_writable_folder
-from ..runs import Run
+from ..folders import Run
 from . import postprocess
 from .engine import evaluate
 from .losses import CompositeLoss

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..runs import Run
+from ..folders import Run
 
 TOPS = (0.5, 0.6, 0.7, 0.8, 0.9)
 MIN_AREAS = (0.0, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016)

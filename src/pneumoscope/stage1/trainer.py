@@ -26,7 +26,7 @@ from ..data.dataset import EpochSampler, SegDataset
 from ..data.transforms import augmentation
 from ..distributed import DistInfo, all_reduce_sum, barrier, broadcast_flag
 from ..errors import PneumoscopeError
-from ..runs import Run
+from ..folders import Run
 from .averaging import EMA, BestK, recompute_batchnorm
 from .engine import autocast, evaluate, seed_everything, split_output, to_device
 from .losses import CompositeLoss

@@ -19,8 +19,8 @@ from torch import nn
 from .. import config as config_mod
 from ..config import Config, ModelConfig
 from ..errors import PneumoscopeError
+from ..folders import Run
 from ..network import host_reachable
-from ..runs import Run
 
 # canonical name -> (smp encoder name, role)
 ENCODERS: dict[str, tuple[str, str]] = {

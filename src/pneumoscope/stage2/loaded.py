@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..runs import Run
+from ..folders import Run
 from .extractors import build_extractor
 from .features import feature_rows
 from .saved import PortableClassifier

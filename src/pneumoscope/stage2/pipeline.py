@@ -23,7 +23,7 @@ from ..data.prepare import prepare_data
 from ..data.split import make_split
 from ..device import resolve_device
 from ..errors import PneumoscopeError
-from ..runs import Run
+from ..folders import Run
 from ..stage1.pipeline import split_of_rows
 from ..stage1.unet import load_model
 from . import classifier as clf

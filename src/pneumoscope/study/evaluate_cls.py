@@ -24,9 +24,9 @@ from ..data.io import MIN_SIDE, read_image
 from ..data.layouts import index_dataset
 from ..errors import PneumoscopeError
 from ..files import write_json
+from ..folders import Run
 from ..inference.options import PredictOptions
 from ..inference.predictor import Predictor
-from ..runs import Run
 from ..stage2 import classifier as clf
 
 

@@ -14,8 +14,8 @@ import yaml
 from .. import config as config_mod
 from ..config import Config
 from ..data.split import split_summary
+from ..folders import Study
 from ..pictures import overlay
-from ..runs import Study
 from ..stage1.metrics import CI_KEYS
 from ..stage2.pipeline import Stage2Result
 from ..stats import fmt

@@ -19,8 +19,8 @@ from ..config import Config
 from ..data.cache import Cache
 from ..data.prepare import prepare_data
 from ..files import check_writable_folder
+from ..folders import Run, Study
 from ..model_card import write_model_card
-from ..runs import Run, Study
 from ..stage1.metrics import CI_KEYS
 from ..stage1.pipeline import METRIC_KEYS, train_seg
 from ..stage1.unet import canonical_encoder

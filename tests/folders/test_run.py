@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 import torch
 
-from pneumoscope import config, runs
+from pneumoscope import config
 from pneumoscope.errors import BadItemError, PneumoscopeError
-from pneumoscope.runs import Run, Study
+from pneumoscope.folders import Run, Study, names
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "pneumoscope"
+SRC = Path(__file__).resolve().parents[2] / "src" / "pneumoscope"
 
 
 def test_not_a_run_folder_is_one_clear_error(tmp_path):
@@ -35,9 +35,9 @@ def test_config_split_history_and_skipped_round_trip(tmp_path):
     run.write_history(["epoch", "val_loss"], [{"epoch": 1, "val_loss": 0.5}, {"epoch": 2, "val_loss": 0.4}])
     assert run.read_history().val_loss.tolist() == [0.5, 0.4]
     run.write_skipped([BadItemError("x", "/data/x.png", "not a readable image")])
-    assert pd.read_csv(run.root / runs.SKIPPED).reason.tolist() == ["not a readable image"]
+    assert pd.read_csv(run.root / names.SKIPPED).reason.tolist() == ["not a readable image"]
     run.write_skipped([])
-    assert not (run.root / runs.SKIPPED).exists()
+    assert not (run.root / names.SKIPPED).exists()
 
 
 SPLIT = pd.DataFrame({"id": ["a", "b"], "patient_id": ["", ""], "label": [1, 0], "split": ["train", "val"]})
@@ -77,10 +77,10 @@ def test_derived_files_of_other_weights_are_ignored(tmp_path):
     run.memo["x"] = object()
     run.save_weights({"w": torch.zeros(2)}, config.load("demo"), SPLIT, {})  # new weights, files left in place
     assert run.memo == {} and run.read_postprocess() is None and run.read_backend_memo() == {}
-    assert run.notes == [f"{tmp_path}: {runs.STALE_NOTE[runs.POSTPROCESS]}"]  # said, once
+    assert run.notes == [f"{tmp_path}: {names.STALE_NOTE[names.POSTPROCESS]}"]  # said, once
     run.read_postprocess()
     assert len(run.notes) == 1
-    (tmp_path / runs.POSTPROCESS).write_text('{"top": 0.5, "wei')  # damaged: every file is written whole, so never cut short
+    (tmp_path / names.POSTPROCESS).write_text('{"top": 0.5, "wei')  # damaged: every file is written whole, so never cut short
     with pytest.raises(PneumoscopeError, match="postprocess.json: is not valid JSON"):
         run.read_postprocess()
 
@@ -89,8 +89,8 @@ def test_a_cut_resume_checkpoint_is_one_clear_error(tmp_path):
     run = Run(tmp_path)
     run.save_resume_state({"model": {"w": torch.ones(1000)}, "state": {"epoch": 1}})
     assert run.load_resume_state()["state"] == {"epoch": 1}
-    data = (tmp_path / runs.LAST).read_bytes()
-    (tmp_path / runs.LAST).write_bytes(data[: len(data) // 2])
+    data = (tmp_path / names.LAST).read_bytes()
+    (tmp_path / names.LAST).write_bytes(data[: len(data) // 2])
     with pytest.raises(PneumoscopeError, match="cut short or corrupt"):
         run.load_resume_state()
 
@@ -103,13 +103,13 @@ def test_old_pickled_runs_are_refused_with_the_upgrade_command(tmp_path):
 
 def test_clear_derived_removes_exactly_the_derived_files(tmp_path):
     run = Run(tmp_path)
-    for name in (*[d for d in runs.DERIVED if d != runs.STAGE2], runs.CONFIG, runs.SPLIT):
+    for name in (*[d for d in names.DERIVED if d != names.STAGE2], names.CONFIG, names.SPLIT):
         (tmp_path / name).write_text("x")
-    (tmp_path / runs.STAGE2).mkdir()
-    (tmp_path / runs.STAGE2 / "anything").write_text("x")
+    (tmp_path / names.STAGE2).mkdir()
+    (tmp_path / names.STAGE2 / "anything").write_text("x")
     (tmp_path / "model.onnx.tmp.onnx.data").write_text("x")  # weights beside an older export
-    assert sorted(run.clear_derived()) == sorted([*runs.DERIVED, "model.onnx.tmp.onnx.data"])
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([runs.CONFIG, runs.SPLIT])
+    assert sorted(run.clear_derived()) == sorted([*names.DERIVED, "model.onnx.tmp.onnx.data"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([names.CONFIG, names.SPLIT])
 
 
 def test_study_folder(tmp_path):
@@ -122,11 +122,11 @@ def test_study_folder(tmp_path):
 
 
 def test_no_other_module_names_a_run_folder_file():
-    """The contract of the layout: only runs.py spells the names of the run folder's files."""
-    names = [runs.CONFIG, runs.SPLIT, runs.HISTORY, runs.METRICS, runs.POSTPROCESS, runs.ONNX, runs.EXPORT_REPORT,
-             runs.BACKEND_MEMO, runs.BEST, runs.LAST, runs.S2_CLASSIFIER, runs.S2_SUMMARY, runs.S2_FEATURE_NAMES,
-             runs.S2_TABLE2, runs.PRECISION, runs.INT8_ONNX]  # skipped.csv is also a name of predict's output folder, owned by inference/prediction_folder.py
-    pattern = re.compile("|".join(re.escape(n) for n in names))
-    offenders = [f"{p.relative_to(SRC)}:{i}: {line.strip()}" for p in SRC.rglob("*.py") if p.name != "runs.py"
+    """The contract of the layout: only the folders package spells the names of the run folder's files."""
+    spelled = [names.CONFIG, names.SPLIT, names.HISTORY, names.METRICS, names.POSTPROCESS, names.ONNX, names.EXPORT_REPORT,
+               names.BACKEND_MEMO, names.BEST, names.LAST, names.S2_CLASSIFIER, names.S2_SUMMARY, names.S2_FEATURE_NAMES,
+               names.S2_TABLE2, names.PRECISION, names.INT8_ONNX]  # skipped.csv is also predict's (inference/prediction_folder.py)
+    pattern = re.compile("|".join(re.escape(n) for n in spelled))
+    offenders = [f"{p.relative_to(SRC)}:{i}: {line.strip()}" for p in SRC.rglob("*.py") if p.parent.name != "folders"
                  for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
     assert offenders == []

@@ -1,0 +1,89 @@
+"""The study folder (``pneumoscope run --out``): one run per encoder under ``seg/``, the tables,
+plots, metrics, model card and report; and how to tell a folder that holds a model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from .. import config as config_mod
+from ..config import Config
+from ..errors import PneumoscopeError
+from ..files import atomic_write, write_json
+from .names import BEST, CONFIG, METRICS, MODEL_CARD
+from .run import Run
+
+
+def holds_a_model(folder: str | Path) -> bool:
+    """Whether ``folder`` is a run folder (trained weights) or a study folder (its config and runs)."""
+    folder = Path(folder)
+    return (folder / BEST).is_file() or ((folder / CONFIG).is_file() and (folder / "seg").is_dir())
+
+
+def _data_of(cfg: Config) -> tuple[str, ...]:
+    """The data a config trains on, as resolved folder names (empty: the synthetic phantoms)."""
+    paths = ([cfg.data.path] if cfg.data.path else []) + list(cfg.data.extra_paths)
+    return tuple(str(Path(p).expanduser().resolve()) for p in paths)
+
+
+class Study:
+    """A study folder (``pneumoscope run --out``): one run per encoder, tables, plots, report."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self._runs: dict[str, Run] = {}
+
+    def create(self) -> None:
+        """Create the folder and its sub-folders."""
+        if self.root.exists() and not self.root.is_dir():
+            raise PneumoscopeError(f"{self.root}: is a file, not a folder; choose another --out")
+        for sub in ("", "tables", "plots"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+
+    def seg_run(self, encoder: str) -> Run:
+        """The stage-1 run of one encoder (the same object each time, so what it loaded is reused)."""
+        return self._runs.setdefault(encoder, Run(self.root / "seg" / encoder))
+
+    def check_data(self, cfg: Config) -> None:
+        """Refuse a folder that holds a study of other data (its config says which): a study on
+        user data never replaces the demo's, nor one study another's."""
+        path = self.root / CONFIG
+        if not path.is_file():
+            return
+        try:
+            earlier = config_mod.load(path)
+        except PneumoscopeError:
+            return  # a config no longer valid: the new study replaces it
+        if _data_of(earlier) != _data_of(cfg):
+            what = ", ".join(_data_of(earlier)) or "the synthetic phantoms"
+            raise PneumoscopeError(f"{self.root}: holds a study of other data ({what}); name another --out, or delete it")
+
+    def write_config(self, cfg: Config) -> None:
+        """Save the resolved config of the study."""
+        atomic_write(self.root / CONFIG, config_mod.dump(cfg))
+
+    def write_table(self, name: str, table: pd.DataFrame) -> Path:
+        """``tables/<name>.csv``."""
+        path = self.root / "tables" / f"{name}.csv"
+        atomic_write(path, table.to_csv(index=False, float_format="%.4f"))
+        return path
+
+    def write_metrics(self, metrics: dict) -> None:
+        """The study's ``metrics.json``."""
+        write_json(self.root / METRICS, metrics)
+
+    def plot_path(self, name: str) -> Path:
+        """``plots/<name>.png``."""
+        return self.root / "plots" / f"{name}.png"
+
+    @property
+    def model_card_path(self) -> Path:
+        """The study's copy of its best run's ``MODEL_CARD.md``."""
+        return self.root / MODEL_CARD
+
+    def write_report(self, page: str) -> Path:
+        """``report.html``."""
+        path = self.root / "report.html"
+        atomic_write(path, page)
+        return path
