@@ -136,3 +136,20 @@ def test_real_siim_sample_train_and_predict(tmp_path):
     assert main(["predict", "--run", str(run), *map(str, files), "--out", str(tmp_path / "p")]) == 0
     table = pd.read_csv(tmp_path / "p" / "predictions.csv")
     assert len(table) == 2 and (table.width == 1024).all()
+
+
+@pytest.mark.parametrize("command", ["synth", "convert", "train-seg", "evaluate-seg", "train-cls", "evaluate-cls", "run",
+                                     "predict", "export", "serve", "listen", "upgrade-run"])
+def test_every_command_explains_itself_and_its_defaults(command):
+    """--help of each command: a description, help for every option that has a default, the default said."""
+    import argparse
+
+    from pneumoscope.cli.parser import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    assert sub.description
+    formatter = sub._get_formatter()
+    for action in sub._actions:
+        if action.option_strings and action.default not in (None, False, [], argparse.SUPPRESS):
+            said = formatter._get_help_string(action) % {"default": action.default}
+            assert "default" in said, (command, action.option_strings, said)

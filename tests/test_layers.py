@@ -12,7 +12,7 @@ SRC = Path(pneumoscope.__file__).parent
 # Lowest first. A module may import from a lower layer, or from its own package (without a circle);
 # rooms of one layer are siblings and never import each other.
 LAYERS = [
-    ("errors", "version", "stats", "network"),
+    ("errors", "version", "stats", "soundness", "network"),
     ("device", "files", "config", "locks", "schema"),
     ("folders", "distributed"),
     ("data",),

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import config as config_mod
+from . import soundness
 from .data.split import split_summary
 from .folders import Run
 from .stats import fmt, too_wide
@@ -52,6 +53,8 @@ def limitations(run: Run, metrics: dict, stage2: dict | None) -> list[str]:
     if stage2 and too_wide(int(stage2.get("after", {}).get("n_positive", 10))):
         out.append(f"Classification metrics: {too_wide(int(stage2['after']['n_positive']))}.")
     out += list(metrics.get("warnings", []))
+    if stage2:
+        out += [f"Classifier: {line}." for line in soundness.of_summary(stage2)]
     if stage2 and stage2.get("source_check", {}).get("warning"):
         out.append(stage2["source_check"]["warning"].capitalize() + ".")
     return out

@@ -7,8 +7,10 @@ import cv2
 import numpy as np
 
 from .data.transforms import to_uint8
+from .soundness import disagreement
 
 PRED_BGR = (0, 0, 255)  # red: prediction
+TEXT_BGR = (0, 230, 255)  # yellow: captions
 TRUTH_BGR = (0, 200, 0)  # green: ground truth
 
 
@@ -64,3 +66,29 @@ def heatmap_overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.45, ma
     base = cv2.cvtColor(shrink(as_uint8(image), max_side), cv2.COLOR_GRAY2BGR)
     size = base.shape[1::-1]
     return cv2.addWeighted(base, 1 - alpha, heat_colours(cv2.resize(heat, size)), alpha, 0)
+
+
+def result_caption(decision: str | None, p: float | None, threshold: float | None, mask_area_px: int) -> str:
+    """One image's result in one line, as every picture of it says it: the decision with P(pneumothorax)
+    and the threshold, and the stages' disagreement when they disagree (without stage 2: the mask area)."""
+    if p is None or threshold is None:
+        return f"mask {mask_area_px} px (no stage-2 classifier)"
+    word = "PNEUMOTHORAX" if decision == "pneumothorax" else "no pneumothorax"
+    apart = disagreement(decision, mask_area_px)
+    return f"{word}: P = {p:.2f} (threshold {threshold:.2f})" + (f" - {apart}" if apart else "")
+
+
+def with_caption(bgr: np.ndarray, lines: list[str], colour: tuple[int, int, int] = TEXT_BGR) -> np.ndarray:
+    """``bgr`` with ``lines`` of text on a darkened band at its top left, scaled to the picture (in place)."""
+    side = max(bgr.shape[:2])
+    scale = max(0.4, side / 1400)
+    font, weight = cv2.FONT_HERSHEY_SIMPLEX, max(1, int(round(scale * 2)))
+    sizes = [cv2.getTextSize(t, font, scale, weight)[0] for t in lines]
+    pad = int(round(12 * scale))
+    line_h = max(h for _, h in sizes) + pad
+    width = min(bgr.shape[1], max(w for w, _ in sizes) + 2 * pad)
+    height = min(bgr.shape[0], line_h * len(lines) + pad)
+    bgr[:height, :width] //= 4  # darken the band so the text reads on any radiograph
+    for k, text in enumerate(lines):
+        cv2.putText(bgr, text, (pad, (k + 1) * line_h), font, scale, colour, weight, cv2.LINE_AA)
+    return bgr

@@ -279,3 +279,36 @@ def test_save_dicom_where_it_cannot_is_one_line(dicom_run, siim_sources, tmp_pat
     finally:
         if where == "read_only" and (tmp_path / "ro").exists():
             os.chmod(tmp_path / "ro", 0o700)
+
+
+# When the stages disagree every output says so: one row per case (decision, mask?, the words or None).
+DISAGREE = [("pneumothorax", False, "positive, not localised"), ("normal", True, "segmented, classified normal"),
+            ("pneumothorax", True, None), ("normal", False, None)]
+
+
+@pytest.mark.parametrize("decision, with_mask, words", DISAGREE, ids=[f"{d}-{'mask' if m else 'empty'}" for d, m, _ in DISAGREE])
+def test_the_sr_and_the_overlay_say_when_the_stages_disagree(dicom_run, siim_sources, tmp_path, decision, with_mask, words):
+    import highdicom as hd
+
+    model = load_run(dicom_run, backend="torch")
+    res = model.predict(siim_sources["siim"])
+    mask = np.zeros_like(res.mask)
+    if with_mask:
+        mask[100:140, 100:160] = True
+    pred = Prediction(res.prob, mask, 0.9 if decision == "pneumothorax" else 0.05, decision, res.metadata, res.source, res.algorithm)
+    assert pred.disagreement == words
+    paths = pred.save_dicom(tmp_path)
+    sr = pydicom.dcmread(paths["sr"])
+    content = hd.sr.Comprehensive3DSR.from_dataset(sr).content
+    (group,) = content.get_image_measurement_groups() or content.get_planar_roi_measurement_groups()  # ROI: with a SEG
+    qualifiers = {q.name.value: q.value.meaning for q in group.get_qualitative_evaluations()}
+    assert qualifiers.get("STAGE-AGREE") == (None if words is None else words.capitalize())
+    assert qualifiers["36118008"] == ("Present" if decision == "pneumothorax" else "Absent")
+    assert dciodvfy_errors(paths["sr"]) == []
+    sc = pydicom.dcmread(paths["sc"])
+    assert sc.BodyPartExamined == pydicom.dcmread(siim_sources["siim"]).get("BodyPartExamined", sc.get("BodyPartExamined"))
+    assert sc.SeriesDate and sc.SeriesDate == sc.ContentDate
+    from pneumoscope.dicom_results.capture import caption
+
+    assert (words in caption(pred, res.algorithm)) if words else ("not localised" not in caption(pred, res.algorithm))
+    assert "XGBoost on" in sr.ManufacturerModelName and "DenseNet/XGBoost" not in sr.ManufacturerModelName

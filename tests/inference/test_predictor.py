@@ -30,6 +30,10 @@ def test_predict_a_path_an_array_and_uint8_alike(model, tiny_synth):
     assert 0 <= by_path.p_pneumothorax <= 1 and by_path.decision in ("normal", "pneumothorax")
     assert (by_path.decision == "pneumothorax") == (by_path.p_pneumothorax >= model.cls_threshold)
     assert by_path.mask_area_px == int(by_path.mask.sum())
+    h, w = u8.shape
+    said = repr(by_path)  # sizes and numbers, never the arrays' values
+    assert said.startswith(f"Prediction({w}x{h}, mask {by_path.mask_area_px} px") and len(said) < 200 and "array" not in said
+    assert repr(model).startswith("Predictor(") and "U-Net" in repr(model) and "stage 2 threshold" in repr(model)
 
 
 def test_dicom_metadata_reaches_the_result(model, tmp_path):

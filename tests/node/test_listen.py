@@ -245,6 +245,7 @@ def test_the_spool_never_names_patients(node_env, siim_sources):
     uid = str(pydicom.dcmread(siim_sources["siim"]).SOPInstanceUID)
     assert names and not any(uid in n or "case" in n for n in names)
     node.stop()
+    assert "SIGTERM received" in node.log() and node.log().rstrip().endswith("stopped")  # a stop is said, not silent
 
 
 @pytest.mark.parametrize("argv, message", [

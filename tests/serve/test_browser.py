@@ -76,6 +76,7 @@ def test_upload_shows_overlay_and_probability(server, page, tiny_synth, tmp_path
     prob = float(page.text_content("#prob"))
     assert 0 <= prob <= 1
     assert page.text_content("#decision") in ("normal", "pneumothorax")
+    assert not page.is_visible("#cam")  # hidden until asked for (a CSS display rule once overrode the attribute)
     page.check("#show-cam")
     page.wait_for_function("document.getElementById('cam').naturalWidth > 0", timeout=60000)
     shot = Path(os.environ.get("PNEUMOSCOPE_SCREENSHOTS", tmp_path)) / "viewer.png"
@@ -101,8 +102,8 @@ def test_a_server_with_a_token_asks_for_it_once(token_server, page, tiny_synth, 
     page.goto(token_server)
     page.evaluate("sessionStorage.clear()")
     page.reload()
+    page.wait_for_selector("#auth", state="visible", timeout=30000)  # asked for at once, before any upload
     page.set_input_files("#file", str(upload))
-    page.wait_for_selector("#auth", state="visible", timeout=30000)
     page.fill("#token", TOKEN)
     page.click("#auth button")
     page.wait_for_function("document.getElementById('prob').textContent !== '–'", timeout=60000)

@@ -31,8 +31,10 @@ def test_external_folder(run, tmp_path, capsys):
     assert m["n_images"] == 16 and m["bootstrap"]["draws"] >= 1000 and (run / "cls-ext-reliability.png").stat().st_size > 5000
     after = snapshot(run)
     assert {k: v for k, v in after.items() if k in before} == before  # the run's own files untouched
-    caches = {"backend.json", "backend-probe.npz"}  # the backend choice, remembered as predict remembers it
-    assert set(after) - set(before) - caches == {"cls-ext.json", "cls-ext-reliability.png"}
+    # What predict would remember too: the backend choice, and (when no earlier test made them in the shared
+    # fixture) the export and the precision judgement with its int8 model.
+    caches = {"backend.json", "backend-probe.npz", "model.onnx", "export.json", "precision.json", "model-int8.onnx"}
+    assert set(after) - set(before) - caches == {"cls-ext.json", "cls-ext.csv", "cls-ext-reliability.png"}
 
 
 def test_the_runs_own_data_leaves_out_what_it_trained_on(run, tiny_synth, capsys):

@@ -8,6 +8,7 @@ import pytest
 from pneumoscope import config
 from pneumoscope.cli import main
 from pneumoscope.data import prepare
+from pneumoscope.errors import PneumoscopeError
 from pneumoscope.folders import Run
 from tests.helpers import FAST
 
@@ -38,6 +39,26 @@ def test_run_end_to_end_on_a_tiny_config(tiny_synth, tmp_path, capsys, monkeypat
     assert "http://" not in page and "https://" not in page  # self-contained
     for name in ("training_curves", "roc_pr", "confusion", "calibration", "overlays"):
         assert (out / "plots" / f"{name}.png").is_file()
+    # the study folder stands for its best run wherever a run is asked for (it once said "no trained weights")
+    from pneumoscope import load_run
+
+    model = load_run(out, backend="torch")
+    assert model.run.root == out / "seg" / metrics["best_encoder"]
+    assert f"using its best run {out / 'seg' / metrics['best_encoder']}" in model.notes[0]
+
+
+def test_a_study_without_its_result_names_its_runs(tmp_path, capsys):
+    from pneumoscope.folders import resolve_run
+
+    study = tmp_path / "study"
+    (study / "seg" / "resnet18").mkdir(parents=True)
+    (study / "config.yaml").write_text("{}\n")
+    with pytest.raises(PneumoscopeError, match="no trained run yet"):
+        resolve_run(study)
+    (study / "seg" / "resnet18" / "best.safetensors").write_bytes(b"")
+    with pytest.raises(PneumoscopeError, match=f"name one of its runs: {study / 'seg' / 'resnet18'}"):
+        resolve_run(study)
+    assert resolve_run(study / "seg" / "resnet18") == (study / "seg" / "resnet18", None)
 
 
 def test_a_study_on_user_data_never_replaces_another_studys_folder(tiny_synth, tmp_path, capsys):

@@ -35,6 +35,10 @@ def _config_from(args: argparse.Namespace, default: str | None = None) -> config
         value = getattr(args, flag, None)
         if value is not None:
             overrides.insert(0, f"{key}={value}")
+    if getattr(args, "encoders", None):  # run --encoder, repeated: the encoders of Table 1
+        import json
+
+        overrides.insert(0, f"encoders={json.dumps(args.encoders)}")
     if getattr(args, "skip_bad", False):
         overrides.insert(0, "data.skip_bad=true")
     return config_mod.load(args.config or default, overrides)
@@ -93,8 +97,11 @@ def cmd_evaluate_cls(args: argparse.Namespace) -> None:
     print(f"{m['n_images']} images ({m['n_positive']} pneumothorax, {m['n_patients']} patients"
           + (f"; {m['n_left_out_seen']} left out: the run trained on them" if m["n_left_out_seen"] else "") + "): "
           + describe(m, ("roc_auc", "average_precision", "sensitivity", "specificity", "ece"), with_n=False)
-          + f" at threshold {m['threshold']:.4f}" + (f"; {too_wide(m['n_positive'])}" if too_wide(m["n_positive"]) else ""))
-    print(f"wrote {m['path']} and {m['reliability_plot']}")
+          + f" at threshold {m['threshold']:.4f}" + (f"; {too_wide(m['n_positive'])}" if too_wide(m["n_positive"]) else "")
+          + f" (stage 1 on {m['backend']})")
+    for line in m["warnings"]:
+        print(f"WARNING: {line}")
+    print(f"wrote {m['path']}, {m['per_image']} and {m['reliability_plot']}")
 
 
 def _quiet_dicom_libraries() -> None:
@@ -134,6 +141,19 @@ def cmd_predict(args: argparse.Namespace) -> None:
           + (f", skipped {r['skipped']} (see skipped.csv)" if r["skipped"] else "")
           + f"; wrote {Path(args.out) / 'predictions.csv'}" + (f" and {args.submission}" if args.submission else "")
           + (f"; DICOM results ({', '.join(_dicom_objects(args.dicom_objects))}) in {args.dicom_out}" if args.dicom_out else ""))
+    _say_disagreements(Path(args.out))
+
+
+def _say_disagreements(out: Path) -> None:
+    """One line when the two stages disagree on images of the folder: how often, in words."""
+    from ..inference.prediction_folder import PredictionFolder
+
+    rows = PredictionFolder(out).rows()
+    words = [r.get("disagreement", "") for r in rows]
+    counts = {w: words.count(w) for w in sorted(set(words)) if w}
+    if counts:
+        print(f"the stages disagree on {sum(counts.values())} of {len(rows)} images: "
+              + ", ".join(f"{n} {w}" for w, n in counts.items()) + " (the disagreement column of predictions.csv)")
 
 
 def _say_per_file(lines: list[str], where: str, most: int = 20) -> None:

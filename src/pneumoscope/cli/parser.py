@@ -47,6 +47,16 @@ def finite(text: str) -> float:
     return value
 
 
+class DefaultsShown(argparse.HelpFormatter):
+    """Each option's default after its help, unless the help already says it (or there is none to say)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, [], argparse.SUPPRESS) or action.option_strings == []:
+            return text
+        return f"{text} (default: %(default)s)" if text else "default: %(default)s"
+
+
 class Parser(argparse.ArgumentParser):
     """argparse with its errors as one line (``pneumoscope predict: error: argument --x: ...``), exit code 2."""
 
@@ -57,11 +67,11 @@ class Parser(argparse.ArgumentParser):
 def _synth(sub: argparse._SubParsersAction) -> None:
     """``pneumoscope synth``: phantoms."""
     s = sub.add_parser("synth", help="write synthetic chest-radiograph phantoms (Kaggle PNG layout)")
-    s.add_argument("--out", required=True)
-    s.add_argument("--n", type=int, default=100)
-    s.add_argument("--size", type=int, default=256)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--positive-rate", type=finite, default=0.5)
+    s.add_argument("--out", required=True, help="folder to write (png_images/, png_masks/, the CSV, preview.png)")
+    s.add_argument("--n", type=int, default=100, help="how many phantoms")
+    s.add_argument("--size", type=int, default=256, help="side of each square phantom in pixels")
+    s.add_argument("--seed", type=int, default=0, help="phantom i depends only on (seed, i)")
+    s.add_argument("--positive-rate", type=finite, default=0.5, help="share of phantoms with a pneumothorax")
     s.set_defaults(func=c.cmd_synth)
 
 
@@ -79,7 +89,8 @@ def _train_seg(sub: argparse._SubParsersAction) -> None:
     """``pneumoscope train-seg``: stage 1."""
     s = sub.add_parser("train-seg", help="train a U-Net (stage 1) and evaluate it on the test split")
     _training_flags(s)
-    s.add_argument("--encoder")
+    s.add_argument("--encoder", help="the U-Net's encoder, e.g. resnet34, vgg16, inceptionresnetv2, xception "
+                   "(default: the config's model.encoder)")
     s.add_argument("--out", required=True, help="run folder")
     s.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     s.add_argument("--init-from", metavar="RUN", help="start from RUN's best weights and keep its split (e.g. to continue "
@@ -135,6 +146,8 @@ def _run(sub: argparse._SubParsersAction) -> None:
     """``pneumoscope run``: the whole study."""
     s = sub.add_parser("run", help="the whole study: Table 1 per encoder, stage 2, Table 2, HTML report")
     _training_flags(s)
+    s.add_argument("--encoder", dest="encoders", action="append", metavar="NAME",
+                   help="an encoder of Table 1, e.g. resnet34 (repeat it; default: the config's encoders)")
     s.add_argument("--out", help="study folder (default: runs/demo for the phantoms, runs/<first --data folder's name> "
                    "for your data; a folder holding a study of other data is refused)")
     s.add_argument("--skip-bad", action="store_true")
@@ -147,7 +160,7 @@ def _predict(sub: argparse._SubParsersAction) -> None:
     from ..inference.options import BACKENDS, PRECISION_CHOICES, TTA_MODES
 
     s = sub.add_parser("predict", help="masks, overlays and predictions.csv for DICOM/PNG files or folders")
-    s.add_argument("--run", required=True)
+    s.add_argument("--run", required=True, help="a run folder (train-seg --out) or a study folder (run --out: its best run)")
     s.add_argument("inputs", nargs="+", help="image files or folders")
     s.add_argument("--out", required=True)
     s.add_argument("--backend", default="auto", choices=BACKENDS,
@@ -168,7 +181,7 @@ def _predict(sub: argparse._SubParsersAction) -> None:
                    help="largest image, refused from its header before decoding (default: Pillow's 179 megapixels)")
     s.add_argument("--overlay-size", type=int, default=512, metavar="PX",
                    help="long side of the overlay pictures (default 512; 0: no overlays; masks are always full size)")
-    s.add_argument("--device", default="auto")
+    s.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda or cuda:N")
     s.add_argument("--dicom-out", metavar="DIR", help="also write DICOM results of DICOM inputs into DIR: SEG, "
                    "Comprehensive 3D SR, burned-in overlay (docs/dicom.md)")
     s.add_argument("--dicom-objects", default="seg,sr,sc", metavar="KINDS",
@@ -225,8 +238,8 @@ def _listen(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--port", type=int, default=11112, help="DICOM port (default 11112; 0 picks a free one)")
     s.add_argument("--allow-aet", action="append", metavar="AE", help="accept associations only from this calling AE "
                    "title (repeat it; default: any)")
-    s.add_argument("--send-to", action="append", metavar="DEST", help="where results go: AE@host:port (C-STORE) or a "
-                   "DICOMweb base URL (STOW-RS); repeat it for several")
+    s.add_argument("--send-to", action="append", metavar="DEST", help="required: where results go, AE@host:port (C-STORE) "
+                   "or a DICOMweb base URL (STOW-RS); repeat it for several")
     s.add_argument("--quiet-seconds", type=finite, default=5.0, help="predict a study once no instance came for this long")
     s.add_argument("--dicom-objects", default="seg,sr,sc", metavar="KINDS", help="which results: seg, sr, sc")
     s.add_argument("--retry-seconds", type=finite, default=2.0, help="first retry of a failed delivery (doubling, at most 300 s)")
@@ -257,4 +270,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for add in COMMANDS:
         add(sub)
+    for command in sub.choices.values():  # every command's --help: its one-line summary on top, defaults shown
+        command.formatter_class = DefaultsShown
+        for action in command._actions:  # argparse formats no help it was not given: give the default one
+            if not action.help and action.option_strings and action.default not in (None, False, [], argparse.SUPPRESS):
+                action.help = "default: %(default)s"
+        if command.description is None:
+            command.description = next(a.help for a in sub._choices_actions if a.dest == command.prog.split()[-1])
     return p

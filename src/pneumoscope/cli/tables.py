@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .. import soundness
 from ..stats import fmt, too_wide
 
 TABLE1_COLUMNS = ["encoder", "loss", "iou", "pixel_accuracy", "iou_pos", "dice_kaggle", "dice_pos"]
@@ -43,3 +44,5 @@ def print_table2(s2: dict) -> None:
         print("  after - before (paired bootstrap): " + ", ".join(
             f"{k} {d['difference']:+.4f} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]"
             for k, d in diff.items() if k in ("roc_auc", "average_precision", "pneumothorax.f1") and d["difference"] == d["difference"]))
+    for line in soundness.of_summary(s2):
+        print(f"  WARNING: {line}")

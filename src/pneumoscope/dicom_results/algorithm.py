@@ -35,7 +35,7 @@ class Algorithm:
 
     version: str  # pneumoscope's version
     weights_id: str  # the run's weights id (32 hex digits)
-    model: str  # e.g. "U-Net resnet34 + DenseNet/XGBoost"
+    model: str  # what ran, e.g. "U-Net resnet34 + XGBoost on DenseNet121 features"
     threshold: float | None  # stage-2 decision threshold (None: no classifier)
     name: str = "pneumoscope"
     manufacturer: str = MANUFACTURER

@@ -105,7 +105,21 @@ def _build(prediction: Any, source: Source, algorithm: Algorithm, kinds: tuple[s
     if "sc" in kinds:
         out["sc"] = secondary_capture(source, prediction, algorithm,
                                       _digest(prediction.mask, caption(prediction, algorithm)))
+    for ds in out.values():
+        _series_attributes(ds, source)
     return out
+
+
+def _series_attributes(ds: Any, source: Source) -> None:
+    """What a PACS lists a result series by: the source's Body Part Examined (checked by the cleaning
+    step; e.g. CHEST) and the series' date and time, those of the object's content (when it was made)."""
+    body = source.ds.get("BodyPartExamined")
+    if body:
+        ds.BodyPartExamined = body
+    if ds.get("ContentDate"):
+        ds.SeriesDate = ds.ContentDate
+        if ds.get("ContentTime"):
+            ds.SeriesTime = ds.ContentTime
 
 
 def _digest(mask: np.ndarray, *parts: str) -> str:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
+from ..pictures import result_caption, with_caption
 from .algorithm import SERIES, equipment
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -20,11 +21,8 @@ TEXT_RGB = (255, 230, 0)
 
 
 def caption(prediction: Any, algorithm: Algorithm) -> str:
-    """The result in one line: decision, P(pneumothorax) and threshold (or the mask area without stage 2)."""
-    if prediction.p_pneumothorax is None:
-        return f"mask {int(prediction.mask.sum())} px (no stage-2 classifier)"
-    word = "PNEUMOTHORAX" if prediction.decision == "pneumothorax" else "no pneumothorax"
-    return f"{word}: P = {prediction.p_pneumothorax:.2f} (threshold {algorithm.threshold:.2f})"
+    """The result in one line (:func:`pneumoscope.pictures.result_caption`)."""
+    return result_caption(prediction.decision, prediction.p_pneumothorax, algorithm.threshold, int(prediction.mask.sum()))
 
 
 def burn_in(display: np.ndarray, mask: np.ndarray, lines: list[str]) -> np.ndarray:
@@ -32,22 +30,11 @@ def burn_in(display: np.ndarray, mask: np.ndarray, lines: list[str]) -> np.ndarr
     text on a dark band at the top left, scaled to the image."""
     grey = np.clip(np.rint(display * 255.0), 0, 255).astype(np.uint8)
     rgb = np.repeat(grey[..., None], 3, axis=2)
-    side = max(display.shape)
-    thick = max(2, int(round(side / 300)))
+    thick = max(2, int(round(max(display.shape) / 300)))
     if mask.any():
         contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
         cv2.drawContours(rgb, contours, -1, CONTOUR_RGB, thick)
-    scale = max(0.4, side / 1400)
-    font, weight = cv2.FONT_HERSHEY_SIMPLEX, max(1, int(round(scale * 2)))
-    sizes = [cv2.getTextSize(t, font, scale, weight)[0] for t in lines]
-    pad = int(round(12 * scale))
-    line_h = max(h for _, h in sizes) + pad
-    width = min(display.shape[1], max(w for w, _ in sizes) + 2 * pad)
-    height = min(display.shape[0], line_h * len(lines) + pad)
-    rgb[:height, :width] //= 4  # darken the band so the text reads on any radiograph
-    for k, text in enumerate(lines):
-        cv2.putText(rgb, text, (pad, (k + 1) * line_h), font, scale, TEXT_RGB, weight, cv2.LINE_AA)
-    return rgb
+    return with_caption(rgb, lines, TEXT_RGB)
 
 
 def secondary_capture(source: Source, prediction: Any, algorithm: Algorithm, content: str = "") -> Any:

@@ -28,3 +28,7 @@ AREA_METHOD = {  # how the lesion area was measured: which spacing the source ga
     "ImagerPixelSpacing": Code("AREA-IPS", LOCAL, "Area from Imager Pixel Spacing (detector plane)"),
     None: Code("AREA-PX", LOCAL, "Area in pixels (the source gives no pixel spacing)"),
 }
+# When stage 1 and stage 2 disagree (pneumoscope.soundness.disagreement): a qualifier of the finding.
+AGREEMENT = Code("STAGE-AGREE", LOCAL, "Agreement of segmentation and classification")
+DISAGREEMENT = {"positive, not localised": Code("POS-NOT-LOC", LOCAL, "Positive, not localised"),
+                "segmented, classified normal": Code("SEG-CLS-NORMAL", LOCAL, "Segmented, classified normal")}

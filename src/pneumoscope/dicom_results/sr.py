@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..soundness import disagreement
 from . import codes
 from .algorithm import SERIES, equipment
 
@@ -29,8 +30,8 @@ def finding_present(prediction: Any) -> bool:
 
 def structured_report(source: Source, prediction: Any, algorithm: Algorithm, seg: Any | None) -> Any:
     """TID 1500 with the algorithm as device observer, one measurement group: the finding
-    (pneumothorax present/absent), P(pneumothorax) and the threshold, the lesion area, and the SEG
-    segment it refers to (a planar ROI group with a SEG; an image-level group without one)."""
+    (pneumothorax present/absent; when the stages disagree, a second qualifier saying how), P(pneumothorax)
+    and the threshold, the lesion area, and the SEG segment it refers to (a planar ROI group with a SEG; an image-level group without one)."""
     import highdicom as hd
 
     uid = str(source.ds.SOPInstanceUID)
@@ -52,10 +53,15 @@ def structured_report(source: Source, prediction: Any, algorithm: Algorithm, seg
     content = "|".join(str(v) for v in (present, prediction.p_pneumothorax and round(float(prediction.p_pneumothorax), 6),
                                         algorithm.threshold, area, unit.value, seg.SOPInstanceUID if seg is not None else ""))
     measurements.append(hd.sr.Measurement(name=codes.AREA, value=area, unit=unit, method=method, algorithm_id=algo))
+    qualifiers = [hd.sr.QualitativeEvaluation(codes.PNEUMOTHORAX, codes.PRESENT if present else codes.ABSENT)]
+    apart = disagreement(prediction.decision, int(prediction.mask.sum()))
+    if apart is not None:  # the two stages disagree: said as a coded qualifier, not only in words
+        qualifiers.append(hd.sr.QualitativeEvaluation(codes.AGREEMENT, codes.DISAGREEMENT[apart]))
+        content += f"|{apart}"
     common = dict(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=algorithm.uid(uid, "sr", "finding"), identifier="Pneumothorax"),
         finding_type=codes.PNEUMOTHORAX, algorithm_id=algo, measurements=measurements,
-        qualitative_evaluations=[hd.sr.QualitativeEvaluation(codes.PNEUMOTHORAX, codes.PRESENT if present else codes.ABSENT)],
+        qualitative_evaluations=qualifiers,
         finding_sites=[hd.sr.FindingSite(codes.CHEST)])
     if seg is not None:
         group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(

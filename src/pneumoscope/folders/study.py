@@ -3,6 +3,7 @@ plots, metrics, model card and report; and how to tell a folder that holds a mod
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -87,3 +88,22 @@ class Study:
         path = self.root / "report.html"
         atomic_write(path, page)
         return path
+
+
+def resolve_run(folder: str | Path) -> tuple[Path, str | None]:
+    """The run folder a path names: itself, or for a study folder (``run --out``) its best run, with a
+    sentence saying which. A study without its result yet is one line naming the runs inside it."""
+    folder = Path(folder)
+    if (folder / BEST).is_file() or not ((folder / CONFIG).is_file() and (folder / "seg").is_dir()):
+        return folder, None
+    runs = sorted(p for p in (folder / "seg").iterdir() if (p / BEST).is_file())
+    try:
+        best = json.loads((folder / METRICS).read_text()).get("best_encoder")
+    except (OSError, ValueError, AttributeError):
+        best = None
+    if isinstance(best, str) and (folder / "seg" / best / BEST).is_file():
+        return folder / "seg" / best, f"{folder}: a study folder; using its best run {folder / 'seg' / best} (best validation IoU)"
+    if not runs:
+        raise PneumoscopeError(f"{folder}: a study folder with no trained run yet (was it interrupted?); rerun pneumoscope run")
+    raise PneumoscopeError(f"{folder}: a study folder whose best run is not chosen yet; name one of its runs: "
+                           + ", ".join(str(r) for r in runs))

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from ..data.io import MAX_PIXELS, MIN_SIDE, check_file, is_dicom, read_image
 from ..errors import PneumoscopeError, without_name
+from ..pictures import result_caption
 from .options import PredictOptions
 from .prediction_folder import CSV_FIELDS, DICOM_FIELDS, STAGE2_FIELDS, PredictionFolder
 from .predictor import Predictor
@@ -169,12 +170,14 @@ def predict_loop(folder: PredictionFolder, pred: Predictor | None, todo: list[Pa
     def write(good: list, results: list, heats: list) -> None:  # on the writer thread, batch after batch
         rows = []
         for (f, img, _, source), res, heat in zip(good, results, heats):
-            folder.write_pictures(folder.name_for(str(f)), img, res.mask, heat, opts.overlay_size)
+            folder.write_pictures(folder.name_for(str(f)), img, res.mask, heat, opts.overlay_size,
+                                  result_caption(res.decision, res.p_pneumothorax, pred.cls_threshold, res.mask_area_px))
             row = {"file": str(f), "width": img.shape[1], "height": img.shape[0], "mask_area_px": res.mask_area_px,
                    "max_prob": round(res.max_prob, 6)}
             if res.p_pneumothorax is not None:
                 row["p_pneumothorax"] = round(res.p_pneumothorax, 6)
                 row["decision"] = res.decision
+                row["disagreement"] = res.disagreement or ""
             if opts.dicom_out:
                 made = Results({}, (source,)) if isinstance(source, str) else make_results(
                     res, source, pred.algorithm, opts.dicom_objects)

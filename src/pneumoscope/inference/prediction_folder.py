@@ -3,7 +3,8 @@
 - ``masks/<name>.png`` (1-bit PNG, 0/255 read as grey, the image's own size), ``overlays/<name>.jpg`` and, with
   ``gradcam``, ``gradcam/<name>.png``;
 - ``predictions.csv``: one row per image (its resolved path, size, mask area, max probability,
-  P(pneumothorax) with the decision when the run has a stage-2 classifier, and with ``--dicom-out``
+  P(pneumothorax) with the decision when the run has a stage-2 classifier (and ``disagreement``: empty, or
+  "positive, not localised" / "segmented, classified normal"), and with ``--dicom-out``
   a ``dicom_note``: empty, or what its DICOM results changed or why it has none);
 - ``skipped.csv`` for files not predicted and, when asked, a SIIM submission CSV;
 - ``parts/`` under ``torchrun`` (:mod:`.torchrun`), ``.next-<pid>/`` while a ``--no-resume`` call runs.
@@ -32,10 +33,10 @@ from ..data.io import encode_jpeg, encode_mask_png, encode_png
 from ..data.rle import encode
 from ..errors import PneumoscopeError
 from ..files import ENCODING, atomic_write, check_writable_folder, csv_text, write_csv
-from ..pictures import heatmap_overlay, overlay
+from ..pictures import heatmap_overlay, overlay, with_caption
 
 CSV_FIELDS = ["file", "width", "height", "mask_area_px", "max_prob"]
-STAGE2_FIELDS = ["p_pneumothorax", "decision"]
+STAGE2_FIELDS = ["p_pneumothorax", "decision", "disagreement"]  # disagreement: empty, or the stages' (soundness.disagreement)
 DICOM_FIELDS = ["dicom_note"]  # with --dicom-out: what the DICOM results could not take from the source, or why there are none
 SKIPPED_FIELDS = ["file", "reason"]
 UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\\ud800-\udfff]")  # control and path characters, undecodable bytes
@@ -139,17 +140,19 @@ class PredictionFolder:
         return self._names[path]
 
     def write_pictures(self, name: str, image: np.ndarray, mask: np.ndarray, heat: np.ndarray | None,
-                       overlay_size: int = 512) -> None:
+                       overlay_size: int = 512, caption: str | None = None) -> None:
         """Mask (full size, 1-bit PNG), overlay (JPEG, long side ``overlay_size``; 0: none) and Grad-CAM
         of one image, each written atomically. On two cores every millisecond here is taken from the
-        model: an 8-bit mask PNG took 5 ms and a PNG overlay 8 ms, these take 0.5 and 1 ms."""
+        model: an 8-bit mask PNG took 5 ms and a PNG overlay 8 ms, these take 0.5 and 1 ms. ``caption``: the
+        result in words, written on the overlay (decision, P(pneumothorax), disagreement of the stages)."""
         if not self._made:
             for sub in self._subs:
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
             self._made = True
         atomic_write(self.root / "masks" / f"{name}.png", encode_mask_png(mask))
         if overlay_size:
-            atomic_write(self.root / "overlays" / f"{name}.jpg", encode_jpeg(overlay(image, mask, max_side=overlay_size)))
+            picture = overlay(image, mask, max_side=overlay_size)
+            atomic_write(self.root / "overlays" / f"{name}.jpg", encode_jpeg(with_caption(picture, [caption]) if caption else picture))
         if heat is not None:
             atomic_write(self.root / "gradcam" / f"{name}.png", encode_png(heatmap_overlay(image, heat)))
 

@@ -25,7 +25,8 @@ from ..data.pixels import scale01
 from ..data.transforms import model_input, to_model_size
 from ..device import resolve_device
 from ..errors import PneumoscopeError
-from ..folders import Run
+from ..folders import Run, resolve_run
+from ..soundness import disagreement
 from ..stage1.postprocess import Rule, load_rule
 from . import backend_choice
 from .backends import with_hflip_tta
@@ -46,10 +47,22 @@ class Prediction:
     source: Any = field(default=None, repr=False)  # the file predicted (a path, or the pydicom Dataset; None for an array)
     algorithm: Any = field(default=None, repr=False)  # results.Algorithm: who made this (for DICOM results)
 
+    def __repr__(self) -> str:  # the arrays' sizes, not their values
+        h, w = self.mask.shape[:2]
+        p = "None" if self.p_pneumothorax is None else f"{self.p_pneumothorax:.3f}"
+        return (f"Prediction({w}x{h}, mask {self.mask_area_px} px, max prob {self.max_prob:.3f}, p_pneumothorax {p}, "
+                f"decision {self.decision!r}" + (f", {self.disagreement}" if self.disagreement else "") + ")")
+
     @property
     def mask_area_px(self) -> int:
         """Pixels in the final mask."""
         return int(self.mask.sum())
+
+    @property
+    def disagreement(self) -> str | None:
+        """"positive, not localised" (stage 2 says pneumothorax, the mask is empty), "segmented,
+        classified normal" (a mask, stage 2 says normal), or None when the stages agree or there is no stage 2."""
+        return disagreement(self.decision, self.mask_area_px)
 
     @property
     def max_prob(self) -> float:
@@ -99,7 +112,11 @@ class Predictor:
         opts.check()
         self.say = say or (lambda line: None)  # progress of slow first-call steps (the CLI prints them)
         warn = say or _warn  # what must never go unsaid: a warning for the Python API
-        self.run = run if isinstance(run, Run) else Run(run)
+        study_note = None
+        if not isinstance(run, Run):
+            path, study_note = resolve_run(run)  # a study folder: its best run, said below
+            run = Run(path)
+        self.run = run
         self.run.require()
         self.opts = opts
         busy = self.run.writer_elsewhere()
@@ -115,7 +132,7 @@ class Predictor:
         rule = load_rule(self.run) if opts.postprocess else None
         self.rule = rule or Rule(self.threshold, 0.0, self.threshold)
         self.backend = None
-        self.notes: list[str] = []
+        self.notes: list[str] = [study_note] if study_note else []
         self.model_seconds = 0.0  # time spent in the backend (the network itself), for throughput reports
         self.stage2 = None
         if self.run.has_classifier():
@@ -124,6 +141,11 @@ class Predictor:
             self.stage2 = Stage2Model.load(self.run, self.model, self.device)
         for line in self.run.notes:  # derived files of other weights, ignored: said once, never silently
             warn(line)
+
+    def __repr__(self) -> str:
+        backend = getattr(self.backend, "name", None) or f"{self.opts.backend} (chosen at the first image)"
+        return (f"Predictor({str(self.run.root)!r}, U-Net {self.encoder} at {self.size} px, backend {backend}, "
+                + (f"stage 2 threshold {self.cls_threshold:.3f}" if self.stage2 is not None else "no stage 2") + ")")
 
     @cached_property
     def model(self) -> torch.nn.Module:
@@ -139,7 +161,7 @@ class Predictor:
         from ..dicom_results import Algorithm
         from ..version import __version__
 
-        model = f"U-Net {self.encoder}" + (" + DenseNet/XGBoost" if self.stage2 is not None else "")
+        model = f"U-Net {self.encoder}" + (f" + {self.stage2.describe(self.encoder)}" if self.stage2 is not None else "")
         return Algorithm(__version__, self.run.weights_id(), model, self.cls_threshold)
 
     @property

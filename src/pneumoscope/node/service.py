@@ -106,11 +106,16 @@ class Node:
         """Run until SIGINT or SIGTERM."""
         import signal
 
+        def on_signal(number: int, _frame) -> None:
+            log.info("%s received: finishing the current study or delivery, then stopping", signal.Signals(number).name)
+            self._stop.set()
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: self._stop.set())
+            signal.signal(sig, on_signal)
         while not self._stop.wait(0.5):
             pass
         self.stop()
+        log.info("stopped")
 
     # --- predicting ------------------------------------------------------------------------------
     def _predict_loop(self) -> None:
@@ -185,10 +190,11 @@ class Node:
         finally:
             shutil.rmtree(work, ignore_errors=True)
         summary = ", ".join(f"{n} {k}" for k, n in kinds.items() if n) or "nothing"
-        log.info("study %s: %d received, %d predicted (%s), %d unreadable%s in %.1f s; queued %s for %s",
-                 self._study_name(study_uid), len(files), len(sources), ", ".join(findings) or "-", len(bad),
-                 f", {again} done before" if again else "", time.time() - t0, summary,
-                 ", ".join(str(d) for d in self.opts.destinations) if sources else "no destination")
+        sent = (f"queued {summary} for {', '.join(str(d) for d in self.opts.destinations)}" if sources
+                else "nothing to send (no instance predicted)")
+        log.info("study %s: %d received, %d predicted%s, %d unreadable%s in %.1f s; %s",
+                 self._study_name(study_uid), len(files), len(sources), f" ({', '.join(findings)})" if findings else "",
+                 len(bad), f", {again} done before" if again else "", time.time() - t0, sent)
 
     # --- sending ---------------------------------------------------------------------------------
     def _send_loop(self) -> None:

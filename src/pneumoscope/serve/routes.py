@@ -146,7 +146,7 @@ class Routes:
         return {
             "id": key, "filename": filename, "format": kind, "width": int(img.shape[1]), "height": int(img.shape[0]),
             "p_pneumothorax": None if res.p_pneumothorax is None else round(res.p_pneumothorax, 6),
-            "decision": res.decision,
+            "decision": res.decision, "disagreement": res.disagreement,
             "threshold": pred.cls_threshold,
             "mask_area_px": int(mask.sum()), "mask_fraction_of_image": round(float(mask.mean()), 6),
             "mask_fraction_of_lung": None,  # needs a lung segmentation, which the model does not produce

@@ -123,6 +123,24 @@ def choose_threshold(y: np.ndarray, p: np.ndarray, rule: str = "max_f1", target_
     raise PneumoscopeError(f"unknown stage2.threshold_rule {rule!r}; choose max_f1 or sensitivity")
 
 
+def safe_threshold(y: np.ndarray, p: np.ndarray, rule: str = "max_f1", target_sensitivity: float = 0.9) -> tuple[float, str | None]:
+    """:func:`choose_threshold`, never degenerate on the images it is chosen on: when the rule's threshold
+    calls every image one class (sensitivity or specificity 0 on ``y``), Youden's J (sensitivity +
+    specificity - 1, at its maximum) decides instead, or 0.5 when no threshold separates the classes.
+    Returns the threshold and, when it fell back, one sentence saying so."""
+    t = choose_threshold(y, p, rule, target_sensitivity)
+    sens, spec = float((p[y == 1] >= t).mean()), float((p[y == 0] < t).mean())
+    if sens > 0 and spec > 0:
+        return t, None
+    said = f"the {rule} threshold {t:.3f} gave sensitivity {sens:.3f} and specificity {spec:.3f} on the fitting images"
+    cuts = np.unique(p)
+    j = np.array([(p[y == 1] >= c).mean() + (p[y == 0] < c).mean() - 1 for c in cuts])
+    if len(cuts) and j.max() > 0:
+        best = float(cuts[int(np.argmax(j))])
+        return best, f"{said}; the threshold of maximum Youden's J ({best:.3f}, J = {j.max():.3f}) is used instead"
+    return 0.5, f"{said}, and no threshold separates the classes there; 0.5 is used (the classifier is no better than chance)"
+
+
 def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
     """ECE: bin-size-weighted mean |accuracy - confidence| over equal-width probability bins."""
     edges = np.linspace(0, 1, bins + 1)

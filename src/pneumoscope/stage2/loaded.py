@@ -23,6 +23,7 @@ class Stage2Model:
     phi: nn.Module
     threshold: float
     device: torch.device
+    extractor: str = "densenet121"  # which features phi gives: densenet121 or seg-encoder (the U-Net's own encoder)
 
     @classmethod
     def load(cls, run: Run, unet: nn.Module, device: torch.device) -> Stage2Model | None:
@@ -33,7 +34,12 @@ class Stage2Model:
         names = [str(run.booster_name(i)) for i in range(len(boosters))]
         classifier = PortableClassifier.from_data(spec, boosters, names, int(summary["n_features"]))
         phi = build_extractor(summary["feature_extractor"], unet)[0].to(device)
-        return cls(classifier, phi, float(summary["threshold"]), device)
+        return cls(classifier, phi, float(summary["threshold"]), device, str(getattr(phi, "name", summary["feature_extractor"])))
+
+    def describe(self, encoder: str) -> str:
+        """What stage 2 is, as results name it (e.g. "XGBoost on DenseNet121 features")."""
+        features = "DenseNet121 features" if self.extractor == "densenet121" else f"{encoder} encoder features"
+        return f"XGBoost on {features}"
 
     def probability(self, images_u8: np.ndarray, probs: np.ndarray, cls_logits: np.ndarray | None,
                     metas: list[dict]) -> np.ndarray:

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .. import soundness
 from ..config import Config
 from ..data.cache import Cache
 from ..data.prepare import prepare_data
@@ -131,7 +132,7 @@ def _train_cls(run: Run, cfg: Config, device: torch.device | None, cache: Cache 
     tuned = clf.tune(train.X, train.labels, s2.n_iter, s2.cv_folds, s2.scoring, s2.seed)
     final = clf.fit(tuned.params, train.X, train.labels, s2.seed, s2.calibration, s2.cv_folds)
     oof = clf.out_of_fold(final, train.X, train.labels, s2.cv_folds, s2.seed)
-    threshold = clf.choose_threshold(train.labels, oof, s2.threshold_rule, s2.target_sensitivity)
+    threshold, threshold_note = clf.safe_threshold(train.labels, oof, s2.threshold_rule, s2.target_sensitivity)
     p_after = final.predict_proba(test.X)[:, 1]
     after = clf.with_intervals(test.labels, p_after, threshold, patients)
     summary = {
@@ -143,6 +144,9 @@ def _train_cls(run: Run, cfg: Config, device: torch.device | None, cache: Cache 
         "before": before, "after": after,
         "after_minus_before": clf.paired_difference(test.labels, p_before, 0.5, p_after, threshold, patients),
     }
+    if threshold_note:
+        summary["threshold_note"] = threshold_note
+    summary["warnings"] = soundness.of_summary(summary)  # one line each: said by train-cls, the report and the model card
     if "source" in cache.index:  # several collections: per-source metrics and whether the source is learnable
         src_fit, src_test = (cache.index["source"].iloc[r].astype(str).tolist() for r in (fit_rows, test_rows))
         by_source = per_source_classification(test.labels, p_after, threshold, src_test)

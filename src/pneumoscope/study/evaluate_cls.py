@@ -10,8 +10,11 @@ recorded in the stage-2 summary) are left out and counted.
 
 Reported, each with a 95 % bootstrap interval over patients: ROC AUC, average precision,
 sensitivity and specificity at the run's threshold, per-class precision / recall / F1, and the
-expected calibration error, with a reliability diagram. Written beside the run's own files
-(``cls-<data>.json``, ``cls-<data>-reliability.png``) or to ``--out``; never over them.
+expected calibration error, with a reliability diagram (images per bin written on it), the backend
+that ran stage 1 (its name carries the precision), and a warning line when the numbers show a
+classifier no better than chance (:mod:`pneumoscope.soundness`). Written beside the run's own files
+(``cls-<data>.json``, ``cls-<data>.csv`` with each image's id, label, P(pneumothorax) and
+decision, ``cls-<data>-reliability.png``) or to ``--out``; never over them.
 """
 
 from __future__ import annotations
@@ -20,11 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import soundness
 from ..data.io import MIN_SIDE, read_image
 from ..data.layouts import index_dataset
 from ..errors import PneumoscopeError
-from ..files import write_json
-from ..folders import Run
+from ..files import write_csv, write_json
+from ..folders import Run, resolve_run
 from ..inference.options import PredictOptions
 from ..inference.predictor import Predictor
 from ..stage2 import classifier as clf
@@ -33,7 +37,11 @@ from ..stage2 import classifier as clf
 def evaluate_cls(run: str | Path | Run, data: str | Path, layout: str = "auto", skip_bad: bool = False,
                  out: str | Path | None = None, backend: str = "auto", say=None) -> dict:
     """Classification metrics (with intervals) of a run's pipeline on the labelled images of ``data``."""
-    run = run if isinstance(run, Run) else Run(run)
+    if not isinstance(run, Run):
+        path, note = resolve_run(run)  # a study folder: its best run
+        if note and say is not None:
+            say(note)
+        run = Run(path)
     run.require()
     if out is not None and Path(out).is_dir():
         raise PneumoscopeError(f"--out {out}: is a folder; name the JSON file to write")
@@ -72,8 +80,14 @@ def evaluate_cls(run: str | Path | Run, data: str | Path, layout: str = "auto", 
     from . import plots
 
     plots.calibration(y, {f"{name} (ECE {metrics['ece']:.3f})": p}, plot)
+    table = path.with_suffix(".csv")
+    decisions = (p >= pred.cls_threshold).astype(int)
+    write_csv(table, ["id", "patient_id", "label", "p_pneumothorax", "decision"],
+              ({"id": i, "patient_id": pid, "label": int(lab), "p_pneumothorax": f"{q:.6f}", "decision": "pneumothorax" if d else "normal"}
+               for i, pid, lab, q, d in zip(labelled["id"], patients, y, p, decisions)))
     metrics.update(data=str(data), n_left_out_seen=left_out, n_skipped=len(bad), reliability_plot=str(plot),
-                   run=str(run.root), weights_id=run.weights_id())
+                   per_image=str(table), run=str(run.root), weights_id=run.weights_id(),
+                   backend=getattr(pred.backend, "name", None), warnings=soundness.warnings(metrics, f"the images of {data}"))
     write_json(path, metrics)
     metrics["path"] = str(path)
     return metrics

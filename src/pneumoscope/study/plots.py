@@ -68,12 +68,17 @@ def confusion(cm: dict, path: Path, title: str) -> Path:
 
 
 def calibration(y: np.ndarray, curves: dict[str, np.ndarray], path: Path, bins: int = 10) -> Path:
-    """Reliability diagram: observed frequency against mean predicted probability."""
+    """Reliability diagram: observed frequency against mean predicted probability, each point with
+    the number of images in its bin (a point of 2 images says little)."""
     fig, ax = plt.subplots(figsize=(4.2, 3.8))
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
     for name, p in curves.items():
         frac, mean = calibration_curve(y, p, n_bins=bins, strategy="uniform")
-        ax.plot(mean, frac, "o-", label=name)
+        ids = np.searchsorted(np.linspace(0.0, 1.0, bins + 1)[1:-1], p)  # scikit-learn's binning
+        counts = np.bincount(ids, minlength=bins)
+        (line,) = ax.plot(mean, frac, "o-", label=name)
+        for x, f, n in zip(mean, frac, counts[counts > 0]):
+            ax.annotate(str(int(n)), (x, f), textcoords="offset points", xytext=(3, 3), fontsize=6, color=line.get_color())
     ax.set(xlabel="mean predicted probability", ylabel="observed frequency", title="Calibration", xlim=(0, 1), ylim=(0, 1))
     ax.legend(fontsize=8)
     return _save(fig, path)

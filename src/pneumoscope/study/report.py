@@ -12,6 +12,7 @@ import pandas as pd
 import yaml
 
 from .. import config as config_mod
+from .. import soundness
 from ..config import Config
 from ..data.split import split_summary
 from ..folders import Study
@@ -175,7 +176,7 @@ bottom threshold), searched on the validation images.</p>
 <h2>Training curves</h2>{_img(figs['curves'], 'training curves')}
 <h2>Table 2 — classification (stage 2, evaluation images)</h2>
 <p>95 % bootstrap intervals (patients resampled); the change made by tuning is a paired bootstrap
-difference on the same images.</p>{notes_html(cls_notes)}
+difference on the same images.</p>{notes_html([f'WARNING: {w}' for w in soundness.of_summary(s)] + cls_notes)}
 {_table(table2_with_intervals(s))}{_table(summary)}{_table(diff) if len(diff) else ""}
 {_per_source_cls(s)}
 <div class="note"><b>Data and leakage.</b> {html.escape(s['leakage'])}<br><b>Features.</b> Phi(I, M) from
