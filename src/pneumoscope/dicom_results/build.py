@@ -110,12 +110,17 @@ def _build(prediction: Any, source: Source, algorithm: Algorithm, kinds: tuple[s
     return out
 
 
+UNPAIRED = {"CHEST", "THORAX", "ABDOMEN", "HEAD", "NECK", "SPINE", "PELVIS", "HEART", "WHOLEBODY"}  # CID 4031's unpaired parts
+
+
 def _series_attributes(ds: Any, source: Source) -> None:
     """What a PACS lists a result series by: the source's Body Part Examined (checked by the cleaning
     step; e.g. CHEST) and the series' date and time, those of the object's content (when it was made)."""
     body = source.ds.get("BodyPartExamined")
     if body:
         ds.BodyPartExamined = body
+        if str(body).upper() in UNPAIRED and "Laterality" in ds:  # 2C: only for a paired structure (a chest is none)
+            del ds.Laterality
     if ds.get("ContentDate"):
         ds.SeriesDate = ds.ContentDate
         if ds.get("ContentTime"):
