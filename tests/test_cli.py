@@ -43,7 +43,9 @@ def test_evaluate_seg(trained_run, tiny_synth, capsys):
     out = capsys.readouterr().out
     assert out.startswith("test (6 images")
     assert main(["evaluate-seg", "--run", str(trained_run), "--data", str(tiny_synth), "--split", "all"]) == 0
-    assert "all (24 images, 12 positive)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "all (24 images, 12 positive)" in out
+    assert "warning: 12 of these 24 images are images the run trained on: these numbers are no test" in out  # said, not silent
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -246,6 +247,7 @@ def test_the_spool_never_names_patients(node_env, siim_sources):
     assert names and not any(uid in n or "case" in n for n in names)
     node.stop()
     assert "SIGTERM received" in node.log() and node.log().rstrip().endswith("stopped")  # a stop is said, not silent
+    assert re.search(r"^\d{4}-\d\d-\d\d [\d:,]+ INFO listening as PTXAI", node.log(), re.MULTILINE)  # timed, like the rest
 
 
 @pytest.mark.parametrize("argv, message", [

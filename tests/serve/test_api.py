@@ -28,11 +28,13 @@ def _png(tiny_synth) -> bytes:
     return positive_png(tiny_synth)
 
 
-def test_png_prediction_and_pictures(client, tiny_synth):
-    r = client.post("/predict", files={"file": ("scan.png", _png(tiny_synth), "image/png")})
+def test_png_prediction_and_pictures(client, tiny_synth, caplog):
+    caplog.set_level("INFO", logger="pneumoscope.serve")
+    r = client.post("/predict", files={"file": ("patient-smith.png", _png(tiny_synth), "image/png")})
     assert r.status_code == 200, r.text
     body = r.json()
     assert 0 <= body["p_pneumothorax"] <= 1 and body["decision"] in ("normal", "pneumothorax")
+    assert body["disagreement"] in (None, "positive, not localised", "segmented, classified normal")
     assert body["threshold"] is not None and (body["width"], body["height"]) == (96, 96)
     mask = decode(body["mask_rle"], 96, 96)
     assert mask.sum() == body["mask_area_px"]
@@ -41,6 +43,11 @@ def test_png_prediction_and_pictures(client, tiny_synth):
         pic = client.get(body[url])
         assert pic.status_code == 200 and pic.headers["content-type"] == "image/png"
         assert Image.open(io.BytesIO(pic.content)).size == (96, 96)
+    # the access log: one line per request, the status and time, no file name, prediction ids cut short
+    lines = [r.getMessage() for r in caplog.records if r.name == "pneumoscope.serve"]
+    assert len(lines) == 5 and '"POST /predict" 200' in lines[0] and "token=no" in lines[0]
+    assert f"/predict/{body['id'][:6]}…/overlay.png\" 200" in lines[1] and body["id"] not in " ".join(lines)
+    assert "smith" not in " ".join(lines)
 
 
 @pytest.mark.parametrize("name", ["jpeg_lossless_sv1", "htj2k_lossless", "jpeg_ls_lossless", "rle", "legacy"])

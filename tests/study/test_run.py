@@ -31,6 +31,7 @@ def test_run_end_to_end_on_a_tiny_config(tiny_synth, tmp_path, capsys, monkeypat
     assert (out / "seg" / "mobilenet_v2" / "best.safetensors").is_file()
     printed = capsys.readouterr().out
     assert "best encoder" in printed and "Table 2" in printed and "report:" in printed
+    assert "encoders: resnet18, mobilenet_v2; up to 1 epochs" in printed.splitlines()[0]  # said first, before the silent caching
     assert len(pd.read_csv(out / "tables" / "table2.csv")) == 4
     metrics = pd.read_json(out / "metrics.json", typ="series")
     assert {"table1", "best_encoder", "stage2", "table2"} <= set(metrics.index)

@@ -196,6 +196,10 @@ def cmd_run(args: argparse.Namespace) -> None:
     out = args.out or default_study_folder(cfg)
     if args.out is None:
         print(f"study folder: {out} (--out names another)", flush=True)
+    data = ", ".join([str(cfg.data.path), *map(str, cfg.data.extra_paths)]) if cfg.data.path else "the synthetic phantoms"
+    print(f"config: {args.config or ('real (the recipe for real radiographs)' if args.data else 'demo (synthetic phantoms)')}; "
+          f"data: {data}; encoders: {', '.join(cfg.encoders)}; up to {cfg.train.epochs} epochs at {cfg.data.size} px; "
+          "images are decoded and cached first (once per size), then each encoder trains", flush=True)
     t0 = time.perf_counter()
     m = run_study(cfg, out)
     print_table1(m["table1"], m.get("notes", []))
@@ -263,6 +267,12 @@ def cmd_serve(args: argparse.Namespace) -> None:
     except BaseException:
         sock.close()
         raise
+    import logging
+
+    access = logging.StreamHandler(sys.stderr)  # the access log (serve/access.py): who asked for what, when; no patient data
+    access.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logging.getLogger("pneumoscope.serve").addHandler(access)
+    logging.getLogger("pneumoscope.serve").setLevel(logging.INFO)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     print(f"serving {args.run} on http://{args.host}:{sock.getsockname()[1]}/ (viewer at /, API docs at /docs"
           + ("; every request needs the token)" if token else "; no token)"), flush=True)
@@ -293,6 +303,8 @@ def cmd_listen(args: argparse.Namespace) -> None:
         say(line)
     node = Node(args.run, args.spool, opts, pred)
     port = node.start()
-    print(f"listening as {opts.ae_title} on {opts.host}:{port} (spool {args.spool}); results ({', '.join(opts.kinds)}) to "
-          f"{', '.join(str(d) for d in opts.destinations)}; allowed callers: {', '.join(opts.allow) or 'any'}", flush=True)
+    line = (f"listening as {opts.ae_title} on {opts.host}:{port} (spool {args.spool}); results ({', '.join(opts.kinds)}) to "
+            f"{', '.join(str(d) for d in opts.destinations)}; allowed callers: {', '.join(opts.allow) or 'any'}")
+    print(line, flush=True)  # stdout: for whoever started the node (a script waits for this line)
+    say(line)  # the log: with its time and level, like every other line of the node
     node.serve()

@@ -227,8 +227,9 @@ def precision_notes(backend: str, record: dict | None, asked: str) -> list[str]:
                           (used, record["precisions"].get(used)))
         said = describe(key, entry, record) if entry else f"{used} was not judged on this machine's validation run"
         return [f"precision {used}{' (forced by --precision)' if asked == used else ''}: {said}"]
-    others = [describe(n, e, record) for n, e in record["precisions"].items()]
-    return ["precision fp32" + (": " + "; ".join(others) if others else " (no reduced precision on this machine)")]
+    others = [f"{n} ({e.get('backend', '?')}) {e['reason']}" for n, e in record["precisions"].items()]  # short: one line
+    return ["precision fp32" + (": " + "; ".join(others) + " (pneumoscope export --run RUN shows what was measured)"
+                                if others else " (no reduced precision on this machine)")]
 
 
 def table(record: dict) -> list[str]:

@@ -24,6 +24,7 @@ from ..errors import PneumoscopeError
 from ..files import check_writable_folder
 from ..inference.predictor import PredictOptions, Predictor
 from ..version import __version__
+from .access import AccessLog
 from .auth import TokenAuth
 from .limits import BodyLimit
 from .routes import Routes
@@ -64,7 +65,8 @@ def create_app(run: str | Path, max_upload_mb: float = 50.0, keep_uploads: str |
                   description="Pneumothorax segmentation (U-Net) and detection (XGBoost) on chest radiographs.")
     _offline_docs(app)
     app.add_middleware(BodyLimit, limit=limit, label=f"{max_upload_mb:g} MB")
-    app.add_middleware(TokenAuth, token=token)  # added last: runs first, so a refused client's body is never read
+    app.add_middleware(TokenAuth, token=token)  # runs before the body limit, so a refused client's body is never read
+    app.add_middleware(AccessLog)  # added last: runs first, so every request is logged, refused ones too
 
     app.add_exception_handler(RequestValidationError, routes.one_sentence)
     app.add_api_route("/predict", routes.predict, methods=["POST"], summary="Segment and classify one DICOM, PNG or JPEG radiograph")

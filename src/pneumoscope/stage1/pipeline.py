@@ -229,18 +229,31 @@ def evaluate_seg(run: str | Run, data: str | None = None, split: str = "auto", l
         rows = np.flatnonzero(has_mask & (part_of == split))
     if len(rows) == 0:
         raise PneumoscopeError(f"no images with masks in split {split!r}")
+    notes = []
+    seen = int((part_of[rows] == "train").sum()) if split_df is not None else 0
+    if seen:
+        notes.append(f"{seen} of these {len(rows)} images are images the run trained on: these numbers are no test of the "
+                     "model (--split test, or data it never saw, are)")
+    labels = cache.index["label"].to_numpy()
+    unmasked = int(((labels == 1) & ~has_mask).sum())
+    if unmasked:
+        notes.append(f"{unmasked} pneumothorax images without a mask were left out (segmentation metrics need masks; "
+                     "evaluate-cls judges them)")
+    own_folder = bool(data) and bool(run.read_config().data.path) and (
+        Path(str(data)).expanduser().resolve() == Path(str(run.read_config().data.path)).expanduser().resolve())
+    named = None if not data or (same_data and own_folder) else data  # metrics of other data say which data
     with run.writing("evaluate-seg"):
-        return _evaluate_and_save(run, cfg, cache, rows, split, skipped, same_data, data, out)
+        return _evaluate_and_save(run, cfg, cache, rows, split, skipped, same_data, named, out, notes)
 
 
 def _evaluate_and_save(run: Run, cfg: Config, cache: Cache, rows: np.ndarray, split: str, skipped: list,
-                       same_data: bool, data: str | None, out: str | None) -> dict:
+                       same_data: bool, named: str | None, out: str | None, notes: list[str]) -> dict:
     metrics = evaluate_rows(run, cache, rows)
     metrics.pop("per_image")
     metrics.update(split=split, data=str(cfg.data.path or "synthetic"), encoder=cfg.model.encoder,
-                   n_skipped=len(skipped), warnings=collapse_warnings(metrics, cfg.model.encoder, split))
-    own = same_data and split == "test" and out is None  # only the run's own test metrics replace its metrics file
-    path = Path(out) if out is not None else run.metrics_path_for(None if same_data or not data else str(data), split)
+                   n_skipped=len(skipped), warnings=notes + collapse_warnings(metrics, cfg.model.encoder, split))
+    own = same_data and split == "test" and out is None and named is None  # only the run's own test metrics replace its file
+    path = Path(out) if out is not None else run.metrics_path_for(None if named is None else str(named), split)
     metrics["path"] = str(run.write_metrics(metrics, path))
     if own:
         run.write_skipped(skipped)
