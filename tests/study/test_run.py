@@ -38,6 +38,8 @@ def test_run_end_to_end_on_a_tiny_config(tiny_synth, tmp_path, capsys, monkeypat
     page = (out / "report.html").read_text()
     assert "Table 1" in page and "Table 2" in page and page.count("data:image/png;base64,") == 5
     assert "http://" not in page and "https://" not in page  # self-contained
+    assert f"Data: <b>{tiny_synth}</b>" in page and "t = the decision threshold" in page
+    assert "white-space:pre-wrap" in page  # the model card's long lines wrap instead of being cut off
     for name in ("training_curves", "roc_pr", "confusion", "calibration", "overlays"):
         assert (out / "plots" / f"{name}.png").is_file()
     # the study folder stands for its best run wherever a run is asked for (it once said "no trained weights")

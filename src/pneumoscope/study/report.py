@@ -30,7 +30,7 @@ h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-to
 table{border-collapse:collapse;margin:.6em 0;font-size:.92em}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%}
 .note{background:#f7f7f2;border-left:4px solid #c9b458;padding:.5em 1em;margin:.8em 0}
-pre{background:#f6f6f6;padding:1em;overflow:auto;font-size:.85em}.legend span{padding:0 .5em;font-weight:600}"""
+pre{background:#f6f6f6;padding:1em;overflow:auto;font-size:.85em;white-space:pre-wrap;overflow-wrap:anywhere}.legend span{padding:0 .5em;font-weight:600}"""
 
 
 def _img(path: Path, alt: str) -> str:
@@ -73,7 +73,7 @@ def notes_html(lines: list[str]) -> str:
 
 def overlay_grid(res: Stage2Result, path: Path, per_kind: int = 4, tile: int = 200) -> Path | None:
     """True positives, false positives and false negatives of the tuned classifier, each with
-    ground truth (green) and stage-1 prediction (red)."""
+    ground truth (green), stage-1 prediction (red), and its P(pneumothorax) beside the threshold."""
     y, pred = res.test.labels, (res.p_after >= res.summary["threshold"]).astype(int)
     rows = []
     for kind, sel in (("true positive", (y == 1) & (pred == 1)), ("false positive", (y == 0) & (pred == 1)),
@@ -85,7 +85,8 @@ def overlay_grid(res: Stage2Result, path: Path, per_kind: int = 4, tile: int = 2
             truth = np.asarray(res.cache.masks[r]) if res.cache.index["has_mask"].iat[r] else None
             t = overlay(img, res.test.probs[i].astype(np.float32) > 0.5, truth)
             t = cv2.resize(t, (tile, tile), interpolation=cv2.INTER_AREA)
-            cv2.putText(t, f"p={res.p_after[i]:.2f}", (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 0), 1)
+            cv2.putText(t, f"p={res.p_after[i]:.2f} (t={res.summary['threshold']:.2f})", (4, 16), cv2.FONT_HERSHEY_SIMPLEX,
+                        0.45, (255, 255, 0), 1)
             tiles.append(t)
         if not tiles:
             empty = np.full((tile, tile, 3), 255, np.uint8)
@@ -161,9 +162,10 @@ def write_report(study: Study, cfg: Config, table1: pd.DataFrame, best: str, res
                           "95 % interval (paired bootstrap)": f"[{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]"}
                          for k, d in s.get("after_minus_before", {}).items() if d["difference"] == d["difference"]])
     seg_notes, cls_notes = notes
+    data_names = ", ".join([str(cfg.data.path), *map(str, cfg.data.extra_paths)]) if cfg.data.path else "synthetic phantoms (embedded default)"
     t = s["tuning"]
     body = f"""<h1>pneumoscope report</h1>
-<p>Data: <b>{html.escape(str(cfg.data.path or 'synthetic phantoms (embedded default)'))}</b>; training size {cfg.data.size} px;
+<p>Data: <b>{html.escape(data_names)}</b>; training size {cfg.data.size} px;
 encoders: {', '.join(table1.encoder)}. Best encoder by validation IoU: <b>{html.escape(best)}</b>.</p>
 <h2>Data — images of each source and kind in each part of the split</h2>{_table(counts)}
 <h2>Table 1 — segmentation (test split, threshold {cfg.train.threshold})</h2>
@@ -189,7 +191,7 @@ Before tuning: XGBoost defaults at threshold 0.5. After tuning: threshold {s['th
 <h2>ROC and precision-recall</h2>{_img(figs['rocpr'], 'ROC and PR curves')}
 <h2>Confusion matrix and calibration</h2>{_img(figs['cm'], 'confusion matrix')} {_img(figs['cal'], 'calibration')}
 <h2>Examples</h2><p class="legend">Ground truth <span style="color:#00a000">green</span>, stage-1 prediction
-<span style="color:#d00000">red</span>; p = P(pneumothorax) after tuning.</p>{_img(figs['grid'], 'overlay examples')}
+<span style="color:#d00000">red</span>; p = P(pneumothorax) after tuning, t = the decision threshold.</p>{_img(figs['grid'], 'overlay examples')}
 <h2>Model card</h2><p>Also in the study folder and in the best run's folder, as Markdown.</p>
 <pre>{html.escape(study.model_card_path.read_text()) if study.model_card_path.is_file() else "(not written)"}</pre>
 <h2>Resolved configuration</h2><pre>{html.escape(yaml.safe_dump(config_mod.to_dict(cfg), sort_keys=False))}</pre>"""
