@@ -269,10 +269,13 @@ def cmd_serve(args: argparse.Namespace) -> None:
         raise
     import logging
 
-    access = logging.StreamHandler(sys.stderr)  # the access log (serve/access.py): who asked for what, when; no patient data
-    access.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    logging.getLogger("pneumoscope.serve").addHandler(access)
-    logging.getLogger("pneumoscope.serve").setLevel(logging.INFO)
+    from ..serve.access import LOG as ACCESS
+
+    handler = logging.StreamHandler(sys.stderr)  # the access log (serve/access.py): who asked for what, when; no patient data
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    ACCESS.addHandler(handler)
+    ACCESS.setLevel(logging.INFO)
+    ACCESS.propagate = False  # once, on stderr (a library may have configured the root logger too)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     print(f"serving {args.run} on http://{args.host}:{sock.getsockname()[1]}/ (viewer at /, API docs at /docs"
           + ("; every request needs the token)" if token else "; no token)"), flush=True)

@@ -12,7 +12,8 @@ import re
 import time
 from typing import Any
 
-LOG = logging.getLogger("pneumoscope.serve")
+NAME = "pneumoscope.serve"  # the server's one logger name (as node.LOG is the node's)
+LOG = logging.getLogger(NAME)
 _ID = re.compile(r"^(/predict/)([A-Za-z0-9_-]{6})[A-Za-z0-9_-]+")
 
 
