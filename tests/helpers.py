@@ -11,8 +11,26 @@ FAST = ["--size", "64", "--batch-size", "8", "--set", "train.progress=false"]  #
 
 
 def free_port() -> int:
-    """A TCP port free on the loopback interface right now."""
-    with socket.socket() as s:
+    """A TCP port free on the loopback interface right now, chosen below the kernel's ephemeral range:
+    a port from that range (what binding port 0 gives) can meanwhile become the local end of an outgoing
+    connection — e.g. the node's retries towards a PACS that is not up yet — and the server a test then
+    starts on it fails with "address already in use" (seen once in test_listen)."""
+    import random
+
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(max(1024, low - 12000), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # nothing free below the range: any free port
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
