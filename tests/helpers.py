@@ -73,3 +73,16 @@ def write_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2"
     ds.PixelData = np.ascontiguousarray(pixels).tobytes()
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+def labelled_folder(folder: Path, images: list[Path], labels: list[str], patients: list[str]) -> Path:
+    """A ``folder`` layout dataset: each image saved as ``n<i>.png`` with its label and patient in ``labels.csv``."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, (image, label, patient) in enumerate(zip(images, labels, patients, strict=True)):
+        Image.open(image).save(folder / f"n{i}.png")
+        rows.append(f"n{i}.png,{label},{patient}")
+    (folder / "labels.csv").write_text("file,label,patient_id\n" + "\n".join(rows) + "\n")
+    return folder

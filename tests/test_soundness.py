@@ -13,6 +13,7 @@ from pneumoscope import soundness
 from pneumoscope.cli import main
 from pneumoscope.cli.tables import print_table2
 from pneumoscope.stage2 import classifier as clf
+from tests.helpers import labelled_folder
 
 
 def metrics(auc, lo, hi, sens, spec, n_pos=10, n_neg=10, t=0.5):
@@ -92,14 +93,9 @@ def test_evaluate_cls_on_a_classifier_forced_to_chance_says_so(stage2_run, tiny_
     classifier can tell them apart; the numbers must say so in the CLI and the JSON."""
     run_dir = tmp_path / "run"
     shutil.copytree(stage2_run, run_dir)
-    data = tmp_path / "same"
-    data.mkdir()
     image = next((tiny_synth / "png_images").glob("*.png"))
-    rows = ["file,label,patient_id"]
-    for i in range(16):
-        shutil.copy(image, data / f"copy{i}.png")
-        rows.append(f"copy{i}.png,{'pneumothorax' if i % 2 else 'normal'},p{i}")
-    (data / "labels.csv").write_text("\n".join(rows) + "\n")
+    data = labelled_folder(tmp_path / "same", [image] * 16, ["pneumothorax" if i % 2 else "normal" for i in range(16)],
+                           [f"p{i}" for i in range(16)])
     assert main(["evaluate-cls", "--run", str(run_dir), "--data", str(data), "--backend", "torch"]) == 0
     out = capsys.readouterr().out
     assert "WARNING: ROC AUC 0.500 [0.500, 0.500]" in out and "contains 0.5" in out

@@ -286,12 +286,17 @@ DISAGREE = [("pneumothorax", False, "positive, not localised"), ("normal", True,
             ("pneumothorax", True, None), ("normal", False, None)]
 
 
+@pytest.fixture(scope="module")
+def siim_prediction(dicom_run, siim_sources):
+    """One real SIIM radiograph predicted once, for the rows that change its decision and mask."""
+    return load_run(dicom_run, backend="torch").predict(siim_sources["siim"])
+
+
 @pytest.mark.parametrize("decision, with_mask, words", DISAGREE, ids=[f"{d}-{'mask' if m else 'empty'}" for d, m, _ in DISAGREE])
-def test_the_sr_and_the_overlay_say_when_the_stages_disagree(dicom_run, siim_sources, tmp_path, decision, with_mask, words):
+def test_the_sr_and_the_overlay_say_when_the_stages_disagree(siim_prediction, siim_sources, tmp_path, decision, with_mask, words):
     import highdicom as hd
 
-    model = load_run(dicom_run, backend="torch")
-    res = model.predict(siim_sources["siim"])
+    res = siim_prediction
     mask = np.zeros_like(res.mask)
     if with_mask:
         mask[100:140, 100:160] = True

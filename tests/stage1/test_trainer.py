@@ -162,18 +162,13 @@ def test_two_phase_continues_at_a_larger_size_with_the_encoder_frozen(tiny_synth
 
 @pytest.mark.slow
 def test_normals_of_a_labelled_folder_are_negatives(tiny_synth, cache_dir, tmp_path):
-    from PIL import Image
-
     from pneumoscope.folders import Run
     from pneumoscope.stage2.pipeline import classification_sets
+    from tests.helpers import labelled_folder
 
-    labelled = tmp_path / "labelled"
-    labelled.mkdir()
-    rows = []
-    for i, f in enumerate(sorted((tiny_synth / "png_images").glob("*.png"))[:12]):
-        Image.open(f).save(labelled / f"n{i}.png")
-        rows.append(f"n{i}.png,{'pneumothorax' if i < 4 else 'normal'},pat{i // 2}")
-    (labelled / "labels.csv").write_text("file,label,patient_id\n" + "\n".join(rows) + "\n")
+    images = sorted((tiny_synth / "png_images").glob("*.png"))[:12]
+    labelled = labelled_folder(tmp_path / "labelled", images, ["pneumothorax"] * 4 + ["normal"] * 8,
+                               [f"pat{i // 2}" for i in range(12)])
     cfg = _cfg(tiny_synth, cache_dir, epochs=1)
     import dataclasses
 

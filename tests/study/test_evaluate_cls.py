@@ -56,17 +56,13 @@ def test_the_classifiers_fitting_images_are_left_out_too(tiny_synth, tmp_path, c
     """A labelled folder's unmasked positives never enter the stage-1 split but do fit stage 2: judging
     the run on that folder must leave them out (it did not, and reported AUC 0.742 for 0.549)."""
     import pandas as pd
-    from PIL import Image
 
     from tests.conftest import train_tiny_run
+    from tests.helpers import labelled_folder
 
-    labelled = tmp_path / "labelled"
-    labelled.mkdir()
-    rows = []
-    for i, f in enumerate(sorted((tiny_synth / "png_images").glob("*.png"))[:16]):
-        Image.open(f).save(labelled / f"n{i}.png")
-        rows.append(f"n{i}.png,{'pneumothorax' if i < 8 else 'normal'},pat{i}")
-    (labelled / "labels.csv").write_text("file,label,patient_id\n" + "\n".join(rows) + "\n")
+    images = sorted((tiny_synth / "png_images").glob("*.png"))[:16]
+    labelled = labelled_folder(tmp_path / "labelled", images, ["pneumothorax"] * 8 + ["normal"] * 8,
+                               [f"pat{i}" for i in range(16)])
     run = train_tiny_run(tiny_synth, tmp_path / "run", "--data", str(labelled))
     assert main(["train-cls", "--run", str(run), "--set", "stage2.n_iter=1", "--set", "stage2.cv_folds=2"]) == 0
     split = pd.read_csv(run / "split.csv", dtype=str)

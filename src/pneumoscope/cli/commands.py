@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import time
 from pathlib import Path
@@ -24,8 +25,6 @@ def _config_from(args: argparse.Namespace, default: str | None = None) -> config
     if data and default == "demo":
         default = "real"  # the demo's recipe is tuned on phantoms; real radiographs get the one measured on them
     if isinstance(data, list):  # --data repeated: the first folder, and the others trained on with it
-        import json
-
         overrides.insert(0, f"data.extra_paths={json.dumps(data[1:])}")
         args.data = data[0]
     for flag, key in (("data", "data.path"), ("layout", "data.layout"), ("encoder", "model.encoder"),
@@ -36,8 +35,6 @@ def _config_from(args: argparse.Namespace, default: str | None = None) -> config
         if value is not None:
             overrides.insert(0, f"{key}={value}")
     if getattr(args, "encoders", None):  # run --encoder, repeated: the encoders of Table 1
-        import json
-
         overrides.insert(0, f"encoders={json.dumps(args.encoders)}")
     if getattr(args, "skip_bad", False):
         overrides.insert(0, "data.skip_bad=true")

@@ -51,10 +51,10 @@ class DefaultsShown(argparse.HelpFormatter):
     """Each option's default after its help, unless the help already says it (or there is none to say)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if "default" in text or action.default in (None, False, [], argparse.SUPPRESS) or action.option_strings == []:
+        text = action.help or ""  # argparse asks only for actions with help (build_parser gives the others theirs)
+        if "default" in text or action.default in (None, False, [], argparse.SUPPRESS) or not action.option_strings:
             return text
-        return f"{text} (default: %(default)s)" if text else "default: %(default)s"
+        return f"{text} (default: %(default)s)"
 
 
 class Parser(argparse.ArgumentParser):

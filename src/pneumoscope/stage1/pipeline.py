@@ -204,6 +204,7 @@ def evaluate_seg(run: str | Run, data: str | None = None, split: str = "auto", l
     """
     run = run if isinstance(run, Run) else Run(run)
     cfg = run.read_config()
+    trained_on = cfg.data.path  # the run's own (first) data folder
     if out is not None and Path(out).is_dir():
         raise PneumoscopeError(f"--out {out}: is a folder; name the JSON file to write")
     data_cfg = dataclasses.replace(cfg.data, path=data if data else cfg.data.path, layout=layout if data else cfg.data.layout,
@@ -239,8 +240,8 @@ def evaluate_seg(run: str | Run, data: str | None = None, split: str = "auto", l
     if unmasked:
         notes.append(f"{unmasked} pneumothorax images without a mask were left out (segmentation metrics need masks; "
                      "evaluate-cls judges them)")
-    own_folder = bool(data) and bool(run.read_config().data.path) and (
-        Path(str(data)).expanduser().resolve() == Path(str(run.read_config().data.path)).expanduser().resolve())
+    own_folder = bool(data) and bool(trained_on) and (
+        Path(str(data)).expanduser().resolve() == Path(str(trained_on)).expanduser().resolve())
     named = None if not data or (same_data and own_folder) else data  # metrics of other data say which data
     with run.writing("evaluate-seg"):
         return _evaluate_and_save(run, cfg, cache, rows, split, skipped, same_data, named, out, notes)
