@@ -140,7 +140,8 @@ def rule_objectives(out: Path, test: Path) -> dict:
     from pneumoscope.data.prepare import prepare_data
     from pneumoscope.folders import Run
     from pneumoscope.stage1 import postprocess
-    from pneumoscope.stage1.pipeline import _evaluate_probs, evaluate_seg, split_of_rows
+    from pneumoscope.stage1.evaluation import evaluate_probs
+    from pneumoscope.stage1.pipeline import evaluate_seg, split_of_rows
     from pneumoscope.stage1.unet import load_model
 
     run = Run(out)
@@ -148,7 +149,7 @@ def rule_objectives(out: Path, test: Path) -> dict:
     model, cfg = load_model(run, torch.device("cpu"))
     cache, _ = prepare_data(cfg)
     val = np.flatnonzero(split_of_rows(cache, run.read_split()) == "val")
-    _, probs = _evaluate_probs(model, cfg, cache, val, torch.device("cpu"))
+    _, probs = evaluate_probs(model, cfg, cache, val, torch.device("cpu"))
     row = {}
     for objective in OBJECTIVES:
         rule, score, plain = postprocess.search(probs, np.asarray(cache.masks[val]), objective)

@@ -111,3 +111,9 @@ def dicom_run(stage2_run: Path, siim_sources: dict[str, Path], tmp_path_factory:
     t = float(np.quantile(prob, 0.7))
     save_rule(Run(run), Rule(t, 0.0, t))
     return run
+
+
+@pytest.fixture(scope="session")
+def fold_run(tiny_synth: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 3-fold cross-validated stage-1 run (one epoch per fold): the fold ensemble and its members."""
+    return train_tiny_run(tiny_synth, tmp_path_factory.mktemp("folds") / "run", "--folds", "3")

@@ -118,6 +118,7 @@ COVERED_BY = {
     "pictures.py": "study/test_report.py", "schema.py": "test_reliability.py", "serve/app.py": "serve/test_api.py", "serve/routes.py": "serve/test_api.py",
     "serve/access.py": "serve/test_api.py",
     "serve/port.py": "test_reliability.py", "serve/store.py": "serve/test_dicom_results.py", "stage1/engine.py": "stage1/test_trainer.py",
+    "stage1/evaluation.py": "stage1/test_pipeline.py", "stage2/result.py": "stage2/test_pipeline.py",
     "stage2/extractors.py": "stage2/test_features.py", "stage2/loaded.py": "stage2/test_pipeline.py",
     "study/plots.py": "study/test_report.py", "version.py": "test_cli.py",
 }

@@ -33,6 +33,7 @@ class DataConfig:
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     split_seed: int = 0
+    folds: int = 0  # >= 2: cross-validation, one model per fold, predicting as their ensemble (0: one train/val/test split)
     augment: bool = True  # small shift/scale/rotate + brightness/contrast
     hflip: bool = False  # horizontal flip (off by default: anatomy is not symmetric)
     positive_fraction: float | None = None  # share of positive images sampled per epoch (None: the data's own)
@@ -54,6 +55,7 @@ class ModelConfig:
     cls_head: bool = False  # image-level classification head on the encoder
     init_from: str | None = None  # a run folder whose best weights start this training (e.g. at a larger size)
     decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)  # U-Net decoder widths, deepest first (5 blocks)
+    members: int = 1  # U-Nets averaged (a cross-validated run's fold ensemble; set by training, not by hand)
 
 
 @dataclass(frozen=True)
@@ -226,6 +228,8 @@ _RULES: dict[str, tuple[Any, str]] = {
     "loss.focal_alpha": (lambda v: v is None or 0 < v < 1, "null or in (0, 1)"),
     "loss.dice_smooth": (lambda v: v >= 0, ">= 0"),
     "loss.cls_weight": (lambda v: v >= 0, ">= 0"),
+    "data.folds": (lambda v: v == 0 or v >= 2, "0 (one split) or >= 2"),
+    "model.members": (lambda v: v >= 1, ">= 1"),
     "train.epochs": (lambda v: v >= 1, ">= 1"),
     "train.batch_size": (lambda v: v >= 1, ">= 1"),
     "train.lr": (lambda v: v >= 0, ">= 0"),

@@ -44,3 +44,24 @@ def test_no_positive_gives_nan_not_zero():
     r = m.compute()
     assert math.isnan(r["dice_pos"]) and r["dice_kaggle"] == 1.0 and math.isnan(r["loss"])
     assert per_image_dice(np.ones((1, 2)), np.zeros((1, 2)))[0] == 0.0
+
+
+def test_per_size_buckets_and_empty_baseline() -> None:
+    from pneumoscope.stage1.metrics import empty_baseline, per_image_counts, per_size
+
+    truth = np.zeros((6, 20, 20), np.uint8)
+    pred = np.zeros_like(truth)
+    truth[0, 0, 0] = 1                  # 0.25 %: small, missed
+    truth[1, :2, :2] = 1                # 1 %: medium, found
+    pred[1, :2, :2] = 1
+    truth[2, :10, :10] = 1              # 25 %: large, found
+    pred[2, :10, :10] = 1
+    pred[3, 5, 5] = 1                   # a negative with a false alarm; 4 and 5 are clean negatives
+    counts = per_image_counts(pred, truth)
+    sizes = per_size(counts, [f"p{i}" for i in range(6)])
+    assert [sizes[b]["n_images"] for b in ("< 0.5 %", "0.5-2 %", "> 2 %")] == [1, 1, 1]
+    assert sizes["< 0.5 %"]["detected"] == 0.0 and sizes["0.5-2 %"]["detected"] == 1.0
+    assert sizes["> 2 %"]["dice"] == pytest.approx(1.0)
+    assert sizes["negatives"]["n_images"] == 3
+    assert sizes["negatives"]["false_alarm"] == pytest.approx(1 / 3)
+    assert empty_baseline(counts) == pytest.approx(0.5)

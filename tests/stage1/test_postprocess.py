@@ -39,3 +39,31 @@ def test_save_load_round_trip(tmp_path):
     assert load_rule(run) is None
     save_rule(run, Rule(0.8, 0.004, 0.3), 0.9, 0.8)
     assert load_rule(run) == Rule(0.8, 0.004, 0.3)
+
+
+def test_area_bound_is_a_low_percentile_of_real_areas() -> None:
+    from pneumoscope.stage1.postprocess import area_bound
+
+    masks = np.zeros((21, 10, 10), np.uint8)
+    for i in range(20):
+        masks[i].flat[: i + 1] = 1  # areas 1 %, 2 %, ..., 20 %; the last mask is empty
+    bound = area_bound(masks, percentile=5)
+    assert 0.01 <= bound <= 0.02
+    assert area_bound(np.zeros((3, 10, 10))) is None
+
+
+def test_search_never_erases_a_finding_larger_than_the_bound() -> None:
+    # 30 normals with a faint speck each, 10 positives whose true finding is small (2 % of the image):
+    # unbounded, erasing everything below a large area wins; bounded, no minimum above 1 % is tried.
+    rng = np.random.default_rng(0)
+    probs = np.zeros((40, 32, 32), np.float32)
+    truths = np.zeros_like(probs, dtype=np.uint8)
+    for i in range(30):
+        probs[i, rng.integers(0, 28), rng.integers(0, 28)] = 0.95
+    for i in range(30, 40):
+        truths[i, 4:8, 4:9] = 1
+        probs[i, 4:8, 4:9] = 0.9 * (rng.random((4, 5)) > 0.6)
+    rule, _, _ = search(probs, truths, max_min_area=0.01)
+    assert rule.min_area <= 0.01
+    unbounded, _, _ = search(probs, truths)
+    assert unbounded.min_area >= rule.min_area

@@ -44,3 +44,25 @@ def test_local_weights_file_with_rgb_stem(tmp_path):
     assert torch.equal(model.encoder.layer1[0].conv1.weight, rgb.encoder.layer1[0].conv1.weight)
     with pytest.raises(PneumoscopeError, match="neither null"):
         build_model(ModelConfig(encoder="resnet18", encoder_weights=str(tmp_path / "missing.pt")))
+
+
+def test_fold_ensemble_predicts_the_mean_of_its_members_probabilities() -> None:
+    import dataclasses
+
+    import torch
+
+    from pneumoscope import config as _config
+    from pneumoscope.stage1.unet import FoldEnsemble, build_model
+
+    cfg = dataclasses.replace(_config.ModelConfig(), encoder="resnet18", encoder_weights=None,
+                              decoder_channels=[16, 8, 8, 8, 8], members=3)
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    assert isinstance(model, FoldEnsemble) and len(model.members) == 3
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        mean = torch.stack([torch.sigmoid(m(x)) for m in model.members]).mean(0)
+        assert torch.allclose(torch.sigmoid(model(x)), mean, atol=1e-5)
+        levels = model.encoder(x)
+        one = [m.encoder(x) for m in model.members]
+        assert torch.allclose(levels[-1], torch.stack([o[-1] for o in one]).mean(0), atol=1e-5)

@@ -16,6 +16,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "fold", None) is not None:  # one member of a cross-validated run
+            from ..folders import fold_member
+
+            args.run = str(fold_member(args.run, args.fold))
         args.func(args)
     except PneumoscopeError as exc:
         print(f"pneumoscope: error: {one_line(exc)}", file=sys.stderr)

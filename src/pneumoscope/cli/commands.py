@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .. import config as config_mod
 from ..stats import describe, too_wide
-from .tables import print_table1, print_table2
+from .tables import print_sizes, print_table1, print_table2
 
 SEG_KEYS = ("loss", "iou", "iou_pos", "dice_kaggle", "dice_pos", "pixel_accuracy")
 
@@ -30,7 +30,7 @@ def _config_from(args: argparse.Namespace, default: str | None = None) -> config
     for flag, key in (("data", "data.path"), ("layout", "data.layout"), ("encoder", "model.encoder"),
                       ("size", "data.size"), ("epochs", "train.epochs"), ("batch_size", "train.batch_size"),
                       ("device", "train.device"), ("init_from", "model.init_from"),
-                      ("freeze_encoder_epochs", "train.freeze_encoder_epochs")):
+                      ("freeze_encoder_epochs", "train.freeze_encoder_epochs"), ("folds", "data.folds")):
         value = getattr(args, flag, None)
         if value is not None:
             overrides.insert(0, f"{key}={value}")
@@ -69,6 +69,11 @@ def cmd_train_seg(args: argparse.Namespace) -> None:
     if metrics:
         print(f"trained {cfg.model.encoder} in {time.perf_counter() - t0:.0f}s; {metrics['split']} metrics: "
               + describe(metrics, SEG_KEYS) + f"; run folder: {args.out}")
+        if "postprocessed" in metrics:
+            pp = metrics["postprocessed"]
+            print("  with post-processing " + describe(pp, ("iou", "iou_pos", "dice_kaggle", "dice_pos")) + f" (rule {pp['rule']})")
+        print(f"  drawing nothing on every image would score dice_kaggle {metrics['empty_baseline']:.3f}")
+        print_sizes(metrics)
         for line in metrics.get("warnings", []):
             if not line.startswith("epoch "):  # those were said while training
                 print(f"warning: {line}")
@@ -199,8 +204,9 @@ def cmd_run(args: argparse.Namespace) -> None:
           "images are decoded and cached first (once per size), then each encoder trains", flush=True)
     t0 = time.perf_counter()
     m = run_study(cfg, out)
-    print_table1(m["table1"], m.get("notes", []))
+    print_table1(m["table1"], m.get("notes", []), cfg.data.folds)
     print(f"best encoder (validation IoU): {m['best_encoder']}")
+    print_sizes(m["best_metrics"], f"{m['best_encoder']}: ")
     print_table2(m["stage2"])
     print(f"finished in {time.perf_counter() - t0:.0f}s; report: {m['report']}")
 

@@ -32,6 +32,15 @@ def _training_flags(s: argparse.ArgumentParser) -> None:
     s.add_argument("--epochs", type=int)
     s.add_argument("--batch-size", type=int)
     s.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    s.add_argument("--folds", type=int, metavar="K", help="cross-validation: K models on patient-grouped, stratified "
+                   "folds, Table 1 on the out-of-fold predictions of every labelled image, the K models' ensemble as "
+                   "the run's model (data.folds; default: one train/val/test split)")
+
+
+def _fold_flag(s: argparse.ArgumentParser) -> None:
+    """``--fold N``: one member of a cross-validated run instead of its ensemble."""
+    s.add_argument("--fold", type=int, metavar="N", help="a cross-validated run's fold model N (RUN/folds/fold-N) "
+                   "instead of the ensemble of all its folds")
 
 
 def finite(text: str) -> float:
@@ -107,6 +116,7 @@ def _evaluate_seg(sub: argparse._SubParsersAction) -> None:
 
     s = sub.add_parser("evaluate-seg", help="segmentation metrics of a trained run, saved in the run folder")
     s.add_argument("--run", required=True)
+    _fold_flag(s)
     s.add_argument("--data", help="dataset folder (default: the run's own)")
     s.add_argument("--layout", default="auto", choices=layouts())
     s.add_argument("--split", default="auto", choices=["auto", *SPLITS, "all"])
@@ -134,6 +144,7 @@ def _evaluate_cls(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("evaluate-cls", help="stage 2 judged on a labelled folder: ROC AUC, AP, sensitivity, specificity, "
                        "calibration, each with a 95 %% interval")
     s.add_argument("--run", required=True, help="a run with a stage-2 classifier (train-cls output)")
+    _fold_flag(s)
     s.add_argument("--data", required=True, help="a labelled folder (labels.csv or normal/ + pneumothorax/), Kaggle or SIIM layout")
     s.add_argument("--layout", default="auto", choices=layouts())
     s.add_argument("--skip-bad", action="store_true")
@@ -161,6 +172,7 @@ def _predict(sub: argparse._SubParsersAction) -> None:
 
     s = sub.add_parser("predict", help="masks, overlays and predictions.csv for DICOM/PNG files or folders")
     s.add_argument("--run", required=True, help="a run folder (train-seg --out) or a study folder (run --out: its best run)")
+    _fold_flag(s)
     s.add_argument("inputs", nargs="+", help="image files or folders")
     s.add_argument("--out", required=True)
     s.add_argument("--backend", default="auto", choices=BACKENDS,
@@ -195,6 +207,7 @@ def _export(sub: argparse._SubParsersAction) -> None:
     """``pneumoscope export``: ONNX."""
     s = sub.add_parser("export", help="export a run's U-Net to ONNX with a parity check")
     s.add_argument("--run", required=True)
+    _fold_flag(s)
     s.add_argument("--format", default="onnx", choices=["onnx"])
     s.add_argument("--no-precision", action="store_true", help="skip judging bf16/int8 on the run's validation images")
     s.add_argument("--out", help="output file (default: in the run folder)")
@@ -207,6 +220,7 @@ def _serve(sub: argparse._SubParsersAction) -> None:
 
     s = sub.add_parser("serve", help="HTTP API (POST /predict) and web viewer for a trained run")
     s.add_argument("--run", required=True)
+    _fold_flag(s)
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--max-upload-mb", type=finite, default=50.0, help="largest accepted upload (stopped while it streams in)")
@@ -232,6 +246,7 @@ def _listen(sub: argparse._SubParsersAction) -> None:
                        "and restarted loses nothing and sends nothing twice. Run it as a service with systemd (see "
                        "docs/dicom.md); it stops cleanly on SIGTERM.")
     s.add_argument("--run", required=True, help="a trained run (with stage 2 for P(pneumothorax))")
+    _fold_flag(s)
     s.add_argument("--spool", required=True, metavar="DIR", help="folder for received instances and queued results")
     s.add_argument("--ae-title", default="PNEUMOSCOPE", help="this node's AE title (default PNEUMOSCOPE)")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")

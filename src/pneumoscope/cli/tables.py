@@ -8,10 +8,11 @@ from ..stats import fmt, too_wide
 TABLE1_COLUMNS = ["encoder", "loss", "iou", "pixel_accuracy", "iou_pos", "dice_kaggle", "dice_pos"]
 
 
-def print_table1(rows: list[dict], notes: list[str]) -> None:
-    """Table 1 of a study (one row per encoder) and its notes."""
+def print_table1(rows: list[dict], notes: list[str], folds: int = 0) -> None:
+    """Table 1 of a study (one row per encoder) and its notes (``folds``: cross-validated, out of fold)."""
     cols = TABLE1_COLUMNS
-    print("Table 1 (test split; 95 % bootstrap intervals over patients):")
+    part = f"out-of-fold predictions of every labelled image, {folds} folds" if folds else "test split"
+    print(f"Table 1 ({part}; 95 % bootstrap intervals over patients):")
     print("  " + "  ".join(f"{c:<18}" if c == "encoder" else f"{c:>22}" for c in cols))
     for row in rows:
         print("  " + "  ".join(f"{row[c]:<18}" if c == "encoder" else f"{fmt(row[c], [row.get(c + '_lo'), row.get(c + '_hi')]):>22}"
@@ -22,7 +23,8 @@ def print_table1(rows: list[dict], notes: list[str]) -> None:
 
 def print_table2(s2: dict) -> None:
     """Table 2 of a stage-2 summary: per class before and after tuning, the threshold and the curve metrics."""
-    print("Table 2 (classifier, evaluation images; 95 % bootstrap intervals over patients):")
+    part = "out of fold, every labelled image" if s2.get("evaluated_on") == "out-of-fold" else "evaluation images"
+    print(f"Table 2 (classifier, {part}; 95 % bootstrap intervals over patients):")
     print(f"  {'stage':<14}{'class':<14}{'precision':>22}{'recall':>22}{'f1':>22}{'support':>9}")
     for stage in ("before", "after"):
         ci = s2[stage].get("ci95", {})
@@ -46,3 +48,21 @@ def print_table2(s2: dict) -> None:
             for k, d in diff.items() if k in ("roc_auc", "average_precision", "pneumothorax.f1") and d["difference"] == d["difference"]))
     for line in soundness.of_summary(s2):
         print(f"  WARNING: {line}")
+
+
+def print_sizes(metrics: dict, label: str = "") -> None:
+    """Dice and detection per size of the true finding, and false alarms on the negatives, plain and
+    after the rule (a run's ``per_size``), one line each."""
+    for stage, per in (("", metrics.get("per_size", {})), (" after the rule", metrics.get("postprocessed", {}).get("per_size", {}))):
+        parts = []
+        for bucket, m in per.items():
+            if not m.get("n_images"):
+                continue
+            ci = m.get("ci95", {})
+            if bucket == "negatives":
+                parts.append(f"negatives (n={m['n_images']}) given a mask {fmt(m['false_alarm'], ci.get('false_alarm'), 3)}")
+            else:
+                parts.append(f"{bucket} (n={m['n_images']}): dice {fmt(m['dice'], ci.get('dice'), 3)}, "
+                             f"detected {fmt(m['detected'], ci.get('detected'), 3)}")
+        if parts:
+            print(f"  {label}per size of finding{stage}: " + "; ".join(parts))

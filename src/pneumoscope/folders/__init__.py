@@ -14,6 +14,6 @@ writes, so it sits above the pictures, not down here with the plain files.
 """
 
 from .run import Run
-from .study import Study, holds_a_model, resolve_run
+from .study import Study, fold_folder, fold_member, holds_a_model, resolve_run
 
-__all__ = ["Run", "Study", "holds_a_model", "resolve_run"]
+__all__ = ["Run", "Study", "fold_folder", "fold_member", "holds_a_model", "resolve_run"]

@@ -26,6 +26,7 @@ S2_TABLE2 = "table2.csv"
 S2_FEATURES = "features.npz"
 MODEL_CARD = "MODEL_CARD.md"
 PER_IMAGE = "per_image.csv"
+FOLDS = "folds"  # a cross-validated run's fold models: folds/fold-<k>/, each a run folder
 LEGACY_BEST, LEGACY_CLASSIFIER = "best.pt", "classifier.joblib"  # pickles written by pneumoscope 0.1
 # What was derived from a run's weights: removed when new weights replace them.
 DERIVED = (ONNX, EXPORT_REPORT, BACKEND_MEMO, BACKEND_PROBE, POSTPROCESS, STAGE2, MODEL_CARD, PRECISION, INT8_ONNX)

@@ -12,7 +12,7 @@ from .. import config as config_mod
 from ..config import Config
 from ..errors import PneumoscopeError
 from ..files import atomic_write, write_json
-from .names import BEST, CONFIG, METRICS, MODEL_CARD
+from .names import BEST, CONFIG, FOLDS, METRICS, MODEL_CARD
 from .run import Run
 
 
@@ -107,3 +107,20 @@ def resolve_run(folder: str | Path) -> tuple[Path, str | None]:
         raise PneumoscopeError(f"{folder}: a study folder with no trained run yet (was it interrupted?); rerun pneumoscope run")
     raise PneumoscopeError(f"{folder}: a study folder whose best run is not chosen yet; name one of its runs: "
                            + ", ".join(str(r) for r in runs))
+
+
+def fold_folder(run: str | Path, k: int) -> Path:
+    """Where fold ``k``'s model of a cross-validated run is (``RUN/folds/fold-k``)."""
+    return Path(run) / FOLDS / f"fold-{k}"
+
+
+def fold_member(folder: str | Path, k: int) -> Path:
+    """The run folder of fold ``k`` of the cross-validated run ``folder`` names (a study folder: of its best
+    run); one line when the run has no such fold."""
+    path, _ = resolve_run(folder)
+    member = fold_folder(path, k)
+    if not (member / BEST).is_file():
+        have = sorted(p.name for p in (path / FOLDS).glob("fold-*") if (p / BEST).is_file()) if (path / FOLDS).is_dir() else []
+        raise PneumoscopeError(f"--fold {k}: {path} has no fold {k} "
+                               + (f"(its folds: {', '.join(have)})" if have else "(it was not cross-validated: train-seg --folds K)"))
+    return member

@@ -71,6 +71,10 @@ def evidence(run: Run, cfg: Config) -> Evidence:
     has_mask = cache.index["has_mask"].to_numpy() if "has_mask" in cache.index else np.ones(len(part), bool)
     val = np.flatnonzero((part == "val") & has_mask)[: cfg.inference.max_validation_images]
     train = np.flatnonzero(part == "train")[: cfg.inference.calibration_images]
+    if len(val) == 0 and "fold" in split.columns:  # a fold ensemble: every image trained a member; none is left out
+        seen = np.flatnonzero((part == "train") & has_mask)  # calibrate on some, judge the drop on the others
+        n_cal = min(cfg.inference.calibration_images, len(seen) // 2)
+        train, val = seen[:n_cal], seen[n_cal:][: cfg.inference.max_validation_images]
     if len(val) == 0:
         raise PneumoscopeError("its split has no validation images with masks")
     metas = [{"sex": str(r.get("sex", "") or ""), "age": r.get("age"), "view": str(r.get("view", "") or "")}

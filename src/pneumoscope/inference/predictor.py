@@ -133,6 +133,10 @@ class Predictor:
         self.rule = rule or Rule(self.threshold, 0.0, self.threshold)
         self.backend = None
         self.notes: list[str] = [study_note] if study_note else []
+        self.members = cfg.model.members
+        if self.members > 1:
+            self.notes.append(f"fold ensemble: the mean of {self.members} U-Nets' probabilities ({self.members} networks per "
+                              "image, as many times one model's cost; --fold N predicts with one of them)")
         self.model_seconds = 0.0  # time spent in the backend (the network itself), for throughput reports
         self.stage2 = None
         if self.run.has_classifier():
@@ -144,7 +148,8 @@ class Predictor:
 
     def __repr__(self) -> str:
         backend = getattr(self.backend, "name", None) or f"{self.opts.backend} (chosen at the first image)"
-        return (f"Predictor({str(self.run.root)!r}, U-Net {self.encoder} at {self.size} px, backend {backend}, "
+        return (f"Predictor({str(self.run.root)!r}, U-Net {self.encoder}"
+                + (f" x{self.members} (fold ensemble)" if self.members > 1 else "") + f" at {self.size} px, backend {backend}, "
                 + (f"stage 2 threshold {self.cls_threshold:.3f}" if self.stage2 is not None else "no stage 2") + ")")
 
     @cached_property
@@ -161,7 +166,9 @@ class Predictor:
         from ..dicom_results import Algorithm
         from ..version import __version__
 
-        model = f"U-Net {self.encoder}" + (f" + {self.stage2.describe(self.encoder)}" if self.stage2 is not None else "")
+        ensemble = f" x{self.members} (fold ensemble)" if self.members > 1 else ""
+        classifier = f" + {self.stage2.describe(self.encoder)}" if self.stage2 is not None else ""
+        model = f"U-Net {self.encoder}{ensemble}{classifier}"
         return Algorithm(__version__, self.run.weights_id(), model, self.cls_threshold)
 
     @property

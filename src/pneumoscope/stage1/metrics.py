@@ -92,7 +92,7 @@ def per_image_counts(pred: np.ndarray, truth: np.ndarray) -> dict[str, np.ndarra
     t = np.asarray(truth).reshape(len(truth), -1) > 0.5
     return {"inter": (p & t).sum(1), "union": (p | t).sum(1), "correct": (p == t).sum(1),
             "pixels": np.full(len(p), p.shape[1]), "dice": per_image_dice(p, t), "iou": per_image_iou(p, t),
-            "pos": t.any(1)}
+            "pos": t.any(1), "truth_px": t.sum(1), "pred_px": p.sum(1)}
 
 
 def metrics_of(counts: dict[str, np.ndarray], idx: np.ndarray) -> dict[str, float]:
@@ -138,3 +138,44 @@ def per_source(counts: dict[str, np.ndarray], patients, sources) -> dict[str, di
         out[str(name)] = {**metrics_of(sub, np.arange(len(idx))), "n_images": int(len(idx)),
                           "n_positive": int(sub["pos"].sum()), **intervals_of(sub, pats)}
     return out
+
+
+SIZE_BUCKETS = ((0.0, 0.005, "< 0.5 %"), (0.005, 0.02, "0.5-2 %"), (0.02, 1.01, "> 2 %"))  # share of the image
+
+
+def per_size(counts: dict[str, np.ndarray], patients) -> dict[str, dict]:
+    """Per size of the true finding (share of the image, :data:`SIZE_BUCKETS`), over the positives:
+    n, mean Dice and the detection rate (share whose predicted mask touches the truth), each with a
+    patient-bootstrap interval; and over the negatives, the share given a mask (false alarms).
+    Pooled figures hide that most real pneumothoraces are small."""
+    share = counts["truth_px"] / np.maximum(counts["pixels"], 1)
+    pats = np.asarray(patients, dtype=object) if patients is not None else None
+    out: dict[str, dict] = {}
+    for lo, hi, name in SIZE_BUCKETS:
+        idx = np.flatnonzero(counts["pos"] & (share >= lo) & (share < hi))
+        out[name] = _rates(counts, idx, pats, {"dice": lambda c: c["dice"], "detected": lambda c: c["inter"] > 0})
+    neg = np.flatnonzero(~counts["pos"])
+    out["negatives"] = _rates(counts, neg, pats, {"false_alarm": lambda c: c["pred_px"] > 0})
+    return out
+
+
+def _rates(counts: dict, idx: np.ndarray, pats, of: dict) -> dict:
+    """The means of ``of``'s per-image values over images ``idx``, with patient-bootstrap intervals."""
+    from ..stats import Resampler, bootstrap
+
+    if not len(idx):
+        return {"n_images": 0}
+    sub = {k: v[idx] for k, v in counts.items()}
+    resampler = Resampler.over(list(pats[idx]) if pats is not None else None, len(idx))
+
+    def values(i: np.ndarray) -> dict[str, float]:
+        c = {k: v[i] for k, v in sub.items()}
+        return {name: float(np.mean(f(c))) for name, f in of.items()}
+
+    return {"n_images": int(len(idx)), **values(np.arange(len(idx))), "ci95": bootstrap(values, resampler)}
+
+
+def empty_baseline(counts: dict[str, np.ndarray]) -> float:
+    """``dice_kaggle`` of drawing nothing on every image: the share of images without a finding
+    (a model below it does worse than no model)."""
+    return float(np.mean(~counts["pos"])) if len(counts["pos"]) else float("nan")

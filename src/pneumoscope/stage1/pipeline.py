@@ -8,26 +8,21 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
-from torch.utils.data import DataLoader
 
 from .. import distributed
 from ..config import Config
 from ..data.cache import Cache
-from ..data.dataset import SegDataset
 from ..data.layouts import LAYOUTS
 from ..data.prepare import prepare_data
 from ..data.split import make_split, split_summary
-from ..device import resolve_device
 from ..errors import PneumoscopeError
 from ..files import check_writable_folder
 from ..folders import Run
 from . import postprocess
-from .engine import evaluate
-from .losses import CompositeLoss
-from .metrics import SegMetrics, intervals_of, metrics_of, per_image_counts, per_source
+from .crossval import train_folds
+from .evaluation import collapse_warnings, evaluate_rows
 from .trainer import check_resumable, train_segmentation
-from .unet import canonical_encoder, load_model
+from .unet import canonical_encoder
 
 METRIC_KEYS = ("loss", "iou", "iou_pos", "dice_kaggle", "dice_pos", "pixel_accuracy")
 
@@ -40,23 +35,28 @@ def split_of_rows(cache: Cache, split_df: pd.DataFrame | None) -> np.ndarray:
 
 
 def train_seg(cfg: Config, out: str | Run, resume: bool = False, cache: Cache | None = None,
-              skipped: list | None = None) -> dict:
+              skipped: list | None = None, split: pd.DataFrame | None = None) -> dict:
     """Train one U-Net as configured, then evaluate its best checkpoint on the test split.
 
     Writes the run folder ``out`` (config, split, history, checkpoints, metrics, post-processing
     rule, and the list of skipped items). Returns the test metrics (empty on DDP ranks > 0).
-    ``cache`` and ``skipped``: the dataset when the caller has already prepared it.
+    ``cache`` and ``skipped``: the dataset when the caller has already prepared it; ``split``: the
+    train/val/test assignment to use (a fold's), instead of a new one. With ``data.folds`` >= 2,
+    cross-validation (:mod:`.crossval`): one model per fold, and their ensemble in ``out``.
     """
     run = out if isinstance(out, Run) else Run(out)
     check_training_config(cfg)
     check_writable_folder(run.root)
+    if cfg.data.folds >= 2:
+        return train_folds(cfg, run, resume, cache, skipped, train_one=train_seg)
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 writes, and holds the folder
-        return _train_seg(cfg, run, resume, cache, skipped)
+        return _train_seg(cfg, run, resume, cache, skipped, split)
     with run.writing("train-seg"):
-        return _train_seg(cfg, run, resume, cache, skipped)
+        return _train_seg(cfg, run, resume, cache, skipped, split)
 
 
-def _train_seg(cfg: Config, run: Run, resume: bool, cache: Cache | None, skipped: list | None) -> dict:
+def _train_seg(cfg: Config, run: Run, resume: bool, cache: Cache | None, skipped: list | None,
+               preset_split: pd.DataFrame | None = None) -> dict:
     if resume and cfg.model.init_from:
         raise PneumoscopeError("--resume continues this run from its own resume checkpoint; --init-from starts a new run from "
                                "another run's weights: use one of them")
@@ -78,6 +78,8 @@ def _train_seg(cfg: Config, run: Run, resume: bool, cache: Cache | None, skipped
             split_df = run.read_split()
         elif cfg.model.init_from:
             init_state, split_df = _init_from(cfg, cache)
+        if split_df is None and preset_split is not None:
+            split_df = preset_split
         if split_df is None:
             d = cfg.data
             split_df = make_split(cache.index[seg_rows], d.val_fraction, d.test_fraction, d.split_seed)
@@ -95,7 +97,8 @@ def _train_seg(cfg: Config, run: Run, resume: bool, cache: Cache | None, skipped
         if info.is_main:
             part = "test" if (split == "test").any() else "val"
             metrics = evaluate_rows(run, cache, np.flatnonzero(split == part), device,
-                                    search_rows=np.flatnonzero(split == "val"))
+                                    search_rows=np.flatnonzero(split == "val"),
+                                    bound=postprocess.area_bound(cache.masks[np.flatnonzero(split == "train")]))
             metrics.update(split=part, encoder=cfg.model.encoder, size=cfg.data.size, epochs_run=state.epoch,
                            best_epoch=state.best_epoch, n_skipped=len(skipped),
                            split_counts=split_summary(split_df).to_dict("records"),
@@ -110,14 +113,6 @@ def _train_seg(cfg: Config, run: Run, resume: bool, cache: Cache | None, skipped
         return metrics
     finally:
         distributed.cleanup(info)
-
-
-def collapse_warnings(metrics: dict, encoder: str, part: str) -> list[str]:
-    """A line when the evaluated model predicts an empty mask on every positive image."""
-    if metrics.get("pos_empty") == 1.0:
-        return [f"[{encoder}] collapse: every {part} positive ({metrics['n_positive']}) is predicted empty; the model "
-                "draws nothing (its dice_kaggle counts only the empty normals)"]
-    return []
 
 
 def _init_from(cfg: Config, cache: Cache) -> tuple[dict, pd.DataFrame | None]:
@@ -144,53 +139,6 @@ def check_training_config(cfg: Config) -> None:
     if cfg.data.val_fraction <= 0:
         raise PneumoscopeError("config key data.val_fraction: 0 is not allowed for training; it must be > 0 "
                                "(early stopping, the LR schedule and the best checkpoint are chosen on validation images)")
-
-
-def _evaluate_probs(model: torch.nn.Module, cfg: Config, cache: Cache, rows: np.ndarray,
-                    device: torch.device) -> tuple[dict, np.ndarray]:
-    dl = DataLoader(SegDataset(cache, rows), batch_size=cfg.train.batch_size, shuffle=False)
-    probs: list[np.ndarray] = []
-    acc = evaluate(model, dl, CompositeLoss(cfg.loss), device, cfg.train.threshold, collect=probs)
-    return acc.compute(), np.concatenate(probs)
-
-
-def evaluate_rows(run: Run, cache: Cache, rows: np.ndarray, device: torch.device | None = None,
-                  search_rows: np.ndarray | None = None) -> dict:
-    """Metrics of a run's best checkpoint over some cache rows.
-
-    With ``search_rows`` (validation rows), first searches the post-processing triplet on them
-    and saves it in the run. When the run has a rule, the metrics with it are added under
-    ``postprocessed``."""
-    device = device or resolve_device("auto")
-    model, cfg = load_model(run, device)
-    if search_rows is not None and len(search_rows):
-        _, val_probs = _evaluate_probs(model, cfg, cache, search_rows, device)
-        rule, score, plain = postprocess.search(val_probs, np.asarray(cache.masks[search_rows]), cfg.train.rule_objective)
-        postprocess.save_rule(run, rule, score, plain, cfg.train.rule_objective)
-    metrics, probs = _evaluate_probs(model, cfg, cache, rows, device)
-    truths = np.asarray(cache.masks[rows])
-    patients = cache.index["patient_id"].iloc[rows].tolist() if "patient_id" in cache.index else None
-    sources = cache.index["source"].iloc[rows].tolist() if "source" in cache.index else [""] * len(rows)
-    counts = per_image_counts(probs > cfg.train.threshold, truths)  # one pass over the masks; every number below from it
-    metrics.update(metrics_of(counts, np.arange(len(rows))))  # the estimates from the numbers their intervals resample
-    metrics.update(intervals_of(counts, patients))
-    metrics["per_image"] = pd.DataFrame({"id": cache.index["id"].iloc[rows].astype(str).to_numpy(),
-                                         "patient_id": [str(p) for p in patients] if patients is not None else "", **counts})
-    by_source = per_source(counts, patients, sources)  # several collections: does one of them carry the score?
-    if by_source:
-        metrics["per_source"] = by_source
-    rule = postprocess.load_rule(run)
-    if rule is not None:
-        acc = SegMetrics()
-        kept = rule.apply(probs)
-        acc.update(kept, truths)
-        pp = acc.compute()
-        pp.pop("loss")
-        kept_counts = per_image_counts(kept, truths)
-        metrics["postprocessed"] = {**pp, "rule": rule.to_dict(), "ci95": intervals_of(kept_counts, patients)["ci95"]}
-        if by_source:  # what the rule does to each collection (e.g. empties the normals)
-            metrics["postprocessed"]["per_source"] = per_source(kept_counts, patients, sources)
-    return metrics
 
 
 def evaluate_seg(run: str | Run, data: str | None = None, split: str = "auto", layout: str = "auto",

@@ -51,12 +51,29 @@ def load_rule(run: Run) -> Rule | None:
 
 
 def save_rule(run: Run, rule: Rule, score: float | None = None, baseline: float | None = None,
-              objective: str = "dice_kaggle") -> None:
-    """Save a rule in a run with its validation score (``objective``) and that of the plain threshold."""
-    run.write_postprocess({**rule.to_dict(), "objective": objective, f"val_{objective}": score, f"val_{objective}_plain": baseline})
+              objective: str = "dice_kaggle", bound: float | None = None, searched_on: str = "validation") -> None:
+    """Save a rule in a run with its score (``objective``) on the images it was searched on, that of the
+    plain threshold, and the bound its minimum area was held under."""
+    run.write_postprocess({**rule.to_dict(), "objective": objective, f"val_{objective}": score, f"val_{objective}_plain": baseline,
+                           "min_area_bound": bound, "bound_rule": f"{AREA_PERCENTILE:g}th percentile of the training positives' areas",
+                           "searched_on": searched_on})
 
 
-def search(probs: np.ndarray, truths: np.ndarray, objective: str = "dice_kaggle") -> tuple[Rule, float, float]:
+AREA_PERCENTILE = 5.0  # the rule's minimum area never exceeds this percentile of the training positives' areas
+
+
+def area_bound(masks: np.ndarray, percentile: float = AREA_PERCENTILE) -> float | None:
+    """The largest minimum area (a fraction of the image) a rule may have: the ``percentile``-th
+    percentile of the areas of the positive ``masks`` (N, H, W) training shows to be real, so that no
+    finding as large as most real ones is ever erased. None without positive masks."""
+    m = np.asarray(masks)
+    areas = (m.reshape(len(m), -1) > 0).mean(1) if len(m) else np.zeros(0)
+    areas = areas[areas > 0]
+    return float(np.percentile(areas, percentile)) if len(areas) else None
+
+
+def search(probs: np.ndarray, truths: np.ndarray, objective: str = "dice_kaggle",
+           max_min_area: float | None = None) -> tuple[Rule, float, float]:
     """Grid search of the triplet maximising mean per-image Dice (empty-empty = 1).
 
     ``probs`` float (N, H, W), ``truths`` 0/1 (N, H, W). ``objective``: ``dice_kaggle`` (the mean over
@@ -64,7 +81,8 @@ def search(probs: np.ndarray, truths: np.ndarray, objective: str = "dice_kaggle"
     mean (1 for an empty prediction), so that when normals outnumber positives, emptying every mask is
     not the best rule; ``guarded``: ``dice_kaggle``, among the rules that keep a mask on at least half
     of the validation positives the plain threshold finds (never "draw nothing" because normals are
-    many). Returns the best rule, its score and that of the plain 0.5 threshold.
+    many). ``max_min_area`` (see :func:`area_bound`): no candidate's minimum area exceeds it.
+    Returns the best rule, its score and that of the plain 0.5 threshold.
     """
     n = len(probs)
     p = probs.reshape(n, -1).astype(np.float32)
@@ -94,6 +112,8 @@ def search(probs: np.ndarray, truths: np.ndarray, objective: str = "dice_kaggle"
     best, best_score = Rule(), -1.0
     for top in TOPS:
         for min_area in MIN_AREAS:
+            if max_min_area is not None and min_area > max_min_area:
+                continue
             for bottom in BOTTOMS:
                 if bottom > top:
                     continue

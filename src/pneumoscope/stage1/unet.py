@@ -87,8 +87,51 @@ def _fitting(state: dict, own: dict, path: Path | None = None) -> dict:
     return fit
 
 
-def build_model(cfg: ModelConfig) -> smp.Unet:
-    """Build the U-Net of ``cfg`` (one input channel, one output logit map, optional head)."""
+class _MeanEncoder(nn.Module):
+    """The members' encoders as one: each level's feature maps averaged (what stage 2's
+    ``seg-encoder`` features read from a fold ensemble)."""
+
+    def __init__(self, encoders: list[nn.Module]) -> None:
+        super().__init__()
+        self.encoders = nn.ModuleList(encoders)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        levels = [enc(x) for enc in self.encoders]
+        return [torch.stack(level).mean(0) for level in zip(*levels)]
+
+
+def _logit_of_mean(logits: list[torch.Tensor]) -> torch.Tensor:
+    p = torch.stack([torch.sigmoid(z) for z in logits]).mean(0).clamp(1e-7, 1 - 1e-7)
+    return torch.log(p) - torch.log1p(-p)
+
+
+class FoldEnsemble(nn.Module):
+    """The K fold models of a cross-validated run as one network: its output is the logit of the mean of
+    the members' probabilities (and of their head's, with a head), so that every caller of a U-Net
+    (prediction, ONNX export, the precision judgement, stage 2) takes it as one model."""
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    @property
+    def encoder(self) -> nn.Module:
+        """The members' encoders, each level averaged (not a registered module: no second copy of the weights)."""
+        return _MeanEncoder([m.encoder for m in self.members])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        outs = [m(x) for m in self.members]
+        if isinstance(outs[0], (tuple, list)):
+            return _logit_of_mean([o[0] for o in outs]), _logit_of_mean([o[1] for o in outs])
+        return _logit_of_mean(outs)
+
+
+def build_model(cfg: ModelConfig) -> nn.Module:
+    """Build the U-Net of ``cfg`` (one input channel, one output logit map, optional head); with
+    ``cfg.members`` > 1, a :class:`FoldEnsemble` of that many (what a cross-validated run predicts with)."""
+    if cfg.members > 1:
+        one = dataclasses.replace(cfg, members=1)
+        return FoldEnsemble([build_model(one) for _ in range(cfg.members)])
     name = canonical_encoder(cfg.encoder)
     smp_name = ENCODERS[name][0]
     weights = cfg.encoder_weights
@@ -115,7 +158,7 @@ def build_model(cfg: ModelConfig) -> smp.Unet:
     return model
 
 
-def load_model(run: Run, device: torch.device | None = None) -> tuple[smp.Unet, Config]:
+def load_model(run: Run, device: torch.device | None = None) -> tuple[nn.Module, Config]:
     """A run's U-Net with its best weights (eval mode, on ``device``) and the config it was trained with.
 
     Built once per run object and device; new weights in the run are read again."""
@@ -128,7 +171,7 @@ def load_model(run: Run, device: torch.device | None = None) -> tuple[smp.Unet, 
     return run.memo[key]
 
 
-def model_from_state(cfg: ModelConfig, state: dict) -> smp.Unet:
+def model_from_state(cfg: ModelConfig, state: dict) -> nn.Module:
     """Rebuild a trained U-Net from its saved weights (no download: the weights are all there)."""
     model = build_model(dataclasses.replace(cfg, encoder_weights=None))
     try:

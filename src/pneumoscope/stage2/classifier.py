@@ -153,14 +153,16 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> 
     return float(err)
 
 
-def classification_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict:
-    """Per-class precision/recall/F1 and the threshold-free and calibration metrics."""
+def classification_metrics(y: np.ndarray, p: np.ndarray, threshold: float | np.ndarray) -> dict:
+    """Per-class precision/recall/F1 and the threshold-free and calibration metrics. ``threshold``: one,
+    or one per image (cross-validation: each fold's classifier decides at its own)."""
     pred = (p >= threshold).astype(int)
     prec, rec, f1, sup = precision_recall_fscore_support(y, pred, labels=[0, 1], zero_division=0)
     tn, fp, fn, tp = confusion_matrix(y, pred, labels=[0, 1]).ravel()
     both = len(np.unique(y)) == 2
     return {
-        "threshold": float(threshold),
+        "threshold": float(np.median(threshold)),
+        **({"thresholds": sorted({float(t) for t in np.ravel(threshold)})} if np.ndim(threshold) else {}),
         "per_class": {name: {"precision": float(prec[i]), "recall": float(rec[i]), "f1": float(f1[i]), "support": int(sup[i])}
                       for i, name in enumerate(("normal", "pneumothorax"))},
         "accuracy": float((pred == y).mean()),
@@ -199,9 +201,9 @@ def fast_average_precision(y: np.ndarray, p: np.ndarray) -> float:
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
-def _flat_metrics(y: np.ndarray, p: np.ndarray, threshold: float, idx: np.ndarray) -> dict[str, float]:
+def _flat_metrics(y: np.ndarray, p: np.ndarray, threshold: float | np.ndarray, idx: np.ndarray) -> dict[str, float]:
     yy, pp = y[idx], p[idx]
-    pred = (pp >= threshold).astype(int)
+    pred = (pp >= (np.asarray(threshold)[idx] if np.ndim(threshold) else threshold)).astype(int)
     pos, neg = yy == 1, yy == 0
     both = pos.any() and neg.any()
     out = {"accuracy": float((pred == yy).mean()),
@@ -220,7 +222,7 @@ def _flat_metrics(y: np.ndarray, p: np.ndarray, threshold: float, idx: np.ndarra
     return out
 
 
-def with_intervals(y: np.ndarray, p: np.ndarray, threshold: float, patients=None) -> dict:
+def with_intervals(y: np.ndarray, p: np.ndarray, threshold: float | np.ndarray, patients=None) -> dict:
     """:func:`classification_metrics` plus ``ci95`` (95 % bootstrap intervals, patients resampled,
     of every number: per-class precision/recall/F1 as ``"pneumothorax.f1"``), ``n_images``,
     ``n_positive``, ``n_patients`` and the bootstrap settings."""
@@ -235,7 +237,8 @@ def with_intervals(y: np.ndarray, p: np.ndarray, threshold: float, patients=None
     return m
 
 
-def paired_difference(y: np.ndarray, p_a: np.ndarray, t_a: float, p_b: np.ndarray, t_b: float, patients=None) -> dict:
+def paired_difference(y: np.ndarray, p_a: np.ndarray, t_a: float | np.ndarray, p_b: np.ndarray, t_b: float | np.ndarray,
+                      patients=None) -> dict:
     """B minus A (e.g. after tuning minus before) of every metric, with a paired bootstrap interval."""
     from ..stats import Resampler, paired
 

@@ -10,11 +10,9 @@ are dropped, and the rest is split (stratified, patient-grouped) into fit and ev
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
 from .. import soundness
@@ -28,26 +26,12 @@ from ..folders import Run
 from ..stage1.pipeline import split_of_rows
 from ..stage1.unet import load_model
 from . import classifier as clf
+from .crossval import is_cross_validated, train_cls_folds
 from .extractors import build_extractor
-from .features import FeatureSet, compute_features
+from .features import compute_features
+from .result import Stage2Result, table2
 from .saved import PortableClassifier
 from .shortcut import per_source_classification, source_check
-
-TABLE2_COLUMNS = ["stage", "class", "precision", "precision_lo", "precision_hi", "recall", "recall_lo", "recall_hi",
-                  "f1", "f1_lo", "f1_hi", "support"]
-
-
-@dataclass
-class Stage2Result:
-    """What the report needs from stage 2."""
-
-    summary: dict  # what the run saves beside the classifier
-    table2: pd.DataFrame
-    test: FeatureSet  # evaluation images (ids, labels, probability maps)
-    p_before: np.ndarray
-    p_after: np.ndarray
-    cache: Cache  # where the evaluation images live
-    test_rows: np.ndarray  # their cache rows
 
 
 def classification_sets(cfg: Config, run: Run, cache: Cache | None = None) -> tuple[Cache, np.ndarray, np.ndarray, str]:
@@ -87,19 +71,6 @@ def classification_sets(cfg: Config, run: Run, cache: Cache | None = None) -> tu
     return cache, rows[(parts.split == "train").to_numpy()], rows[(parts.split == "test").to_numpy()], note
 
 
-def _table2(before: dict, after: dict) -> pd.DataFrame:
-    rows = []
-    for stage, m in (("before tuning", before), ("after tuning", after)):
-        for cls in ("normal", "pneumothorax"):
-            c, ci = m["per_class"][cls], m.get("ci95", {})
-            row = {"stage": stage, "class": cls, "support": c["support"]}
-            for k in ("precision", "recall", "f1"):  # each with its 95 % bootstrap interval
-                lo, hi = ci.get(f"{cls}.{k}", [float("nan")] * 2)
-                row.update({k: c[k], f"{k}_lo": lo, f"{k}_hi": hi})
-            rows.append(row)
-    return pd.DataFrame(rows, columns=TABLE2_COLUMNS)
-
-
 def train_cls(run: str | Path | Run, cfg: Config | None = None, device: torch.device | None = None,
               cache: Cache | None = None) -> Stage2Result:
     """Train and evaluate the stage-2 classifier of a stage-1 run; saves it in the run.
@@ -114,6 +85,8 @@ def train_cls(run: str | Path | Run, cfg: Config | None = None, device: torch.de
 def _train_cls(run: Run, cfg: Config, device: torch.device | None, cache: Cache | None) -> Stage2Result:
     s2 = cfg.stage2
     device = device or resolve_device("auto")
+    if is_cross_validated(run):
+        return train_cls_folds(run, cfg, device, cache)
     unet, _ = load_model(run, device)
     cache, fit_rows, test_rows, leakage = classification_sets(cfg, run, cache)
     phi, phi_note = build_extractor(s2.feature_extractor, unet)
@@ -156,10 +129,10 @@ def _train_cls(run: Run, cfg: Config, device: torch.device | None, cache: Cache 
                              np.concatenate([train.labels, test.labels]), s2.seed, s2.cv_folds)
         if check is not None:
             summary["source_check"] = check
-    table2 = _table2(before, after)
+    table = table2(before, after)
     spec, boosters = PortableClassifier.from_fitted(final).to_data()
-    run.save_classifier(spec, boosters, summary, train.names, table2)
+    run.save_classifier(spec, boosters, summary, train.names, table)
     from ..model_card import write_model_card
 
     write_model_card(run)  # now with stage 2
-    return Stage2Result(summary, table2, test, p_before, p_after, cache, test_rows)
+    return Stage2Result(summary, table, test, p_before, p_after, cache, test_rows)

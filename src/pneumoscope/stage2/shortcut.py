@@ -51,8 +51,10 @@ def source_check(X: np.ndarray, sources: list[str], labels: np.ndarray, seed: in
     return out
 
 
-def per_source_classification(y: np.ndarray, p: np.ndarray, threshold: float, sources: list[str]) -> dict[str, dict]:
-    """Sensitivity, specificity and (with both classes) ROC AUC of each source's evaluation images."""
+def per_source_classification(y: np.ndarray, p: np.ndarray, threshold: float | np.ndarray,
+                              sources: list[str]) -> dict[str, dict]:
+    """Sensitivity, specificity and (with both classes) ROC AUC of each source's evaluation images
+    (``threshold``: one, or one per image)."""
     sources = np.asarray(sources, dtype=object)
     names = sorted(set(sources.tolist()))
     if len(names) < 2:
@@ -61,7 +63,7 @@ def per_source_classification(y: np.ndarray, p: np.ndarray, threshold: float, so
     out = {}
     for n in names:
         sel = sources == n
-        yy, pred = y[sel], (p[sel] >= threshold).astype(int)
+        yy, pred = y[sel], (p[sel] >= (np.asarray(threshold)[sel] if np.ndim(threshold) else threshold)).astype(int)
         pos, neg = yy == 1, yy == 0
         out[str(n)] = {"n_images": int(sel.sum()), "n_positive": int(pos.sum()),
                        "sensitivity": float(pred[pos].mean()) if pos.any() else None,

@@ -18,7 +18,7 @@ from ..data.split import split_summary
 from ..folders import Study
 from ..pictures import overlay
 from ..stage1.metrics import CI_KEYS
-from ..stage2.pipeline import Stage2Result
+from ..stage2.result import Stage2Result
 from ..stats import fmt
 from . import plots
 
@@ -116,6 +116,49 @@ def _per_source_seg(study: Study, table1: pd.DataFrame) -> str:
     return "<h3>Per source</h3>" + _table(pd.DataFrame(rows))
 
 
+def size_table(metrics: dict) -> pd.DataFrame:
+    """Dice and detection rate per size of the true finding (and false alarms on the negatives), plain
+    and after the rule, from a run's metrics (empty when they have no ``per_size``)."""
+    rows = []
+    for stage, per in (("threshold", metrics.get("per_size", {})), ("rule", metrics.get("postprocessed", {}).get("per_size", {}))):
+        for bucket, m in per.items():
+            ci = m.get("ci95", {})
+            row = {"masks": stage, "true finding": "none (negatives)" if bucket == "negatives" else f"{bucket} of the image",
+                   "n": m["n_images"]}
+            for k in ("dice", "detected", "false_alarm"):
+                row[k] = fmt(m.get(k), ci.get(k), 3) if k in m else "–"
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _per_size_seg(study: Study, table1: pd.DataFrame) -> str:
+    rows = []
+    for e in table1.encoder:
+        df = size_table(study.seg_run(e).read_metrics())
+        if len(df):
+            rows.append(df.assign(encoder=e)[["encoder", *df.columns]])
+    if not rows:
+        return ""
+    return ("<h3>Per size of finding</h3><p>Most real pneumothoraces are small: Dice and the share of positives whose "
+            "mask touches the truth (detected), per share of the image the true finding covers; on the negatives, the "
+            "share given a mask (false alarms).</p>" + _table(pd.concat(rows, ignore_index=True)))
+
+
+def _histories(study: Study, encoders) -> dict[str, pd.DataFrame]:
+    """Each encoder's training history; a cross-validated run's, each fold's."""
+    from ..folders import Run, fold_folder
+
+    out = {}
+    for e in encoders:
+        run = study.seg_run(e)
+        k = run.read_metrics().get("folds")
+        if k:
+            out.update({f"{e} fold {f}": Run(fold_folder(run.root, f)).read_history() for f in range(k)})
+        else:
+            out[e] = run.read_history()
+    return out
+
+
 def _per_source_cls(s: dict) -> str:
     """Stage 2 per source, and how well the features predict the source itself."""
     out = ""
@@ -142,7 +185,8 @@ def write_report(study: Study, cfg: Config, table1: pd.DataFrame, best: str, res
     """Write the study's plots and its self-contained HTML report; returns the report's path. ``notes``:
     the lines shown beside Table 1 and beside Table 2; ``comparisons``: encoder against the best (as
     :func:`..study.run.study_notes` and :func:`..study.run.encoder_comparisons` give them)."""
-    histories = {e: study.seg_run(e).read_history() for e in table1.encoder}
+    histories = _histories(study, table1.encoder)
+    folds = study.seg_run(best).read_metrics().get("folds")
     split = study.seg_run(best).read_split()
     counts = split_summary(split) if split is not None else pd.DataFrame()
     y = res.test.labels
@@ -164,19 +208,21 @@ def write_report(study: Study, cfg: Config, table1: pd.DataFrame, best: str, res
     seg_notes, cls_notes = notes
     data_names = ", ".join([str(cfg.data.path), *map(str, cfg.data.extra_paths)]) if cfg.data.path else "synthetic phantoms (embedded default)"
     t = s["tuning"]
+    seg_scope = f"out-of-fold predictions of every labelled image, {folds} folds" if folds else "test split"
     body = f"""<h1>pneumoscope report</h1>
 <p>Data: <b>{html.escape(data_names)}</b>; training size {cfg.data.size} px;
 encoders: {', '.join(table1.encoder)}. Best encoder by validation IoU: <b>{html.escape(best)}</b>.</p>
 <h2>Data — images of each source and kind in each part of the split</h2>{_table(counts)}
-<h2>Table 1 — segmentation (test split, threshold {cfg.train.threshold})</h2>
+<h2>Table 1 — segmentation ({seg_scope}, threshold {cfg.train.threshold})</h2>
 <p>Each metric with its 95 % bootstrap interval (patients resampled, 2,000 draws, seed 0).</p>
 {notes_html(seg_notes)}{_table(table1_with_intervals(table1))}
-{_per_source_seg(study, table1)}{_encoder_comparisons(comparisons or [])}
+{_per_source_seg(study, table1)}{_per_size_seg(study, table1)}{_encoder_comparisons(comparisons or [])}
 <p>Columns ending in <code>_pp</code>: after each run's post-processing rule (top threshold, minimum area,
-bottom threshold), searched on the validation images.</p>
+bottom threshold), {"each fold's images with the rule searched on the other folds' out-of-fold predictions" if folds
+else "searched on the validation images"}; its minimum area never exceeds the 5th percentile of the training positives' areas.</p>
 <p>Paper's Table 1 for reference (SIIM-ACR, 512 px, ImageNet weights):</p>{_table(PAPER_TABLE1)}
 <h2>Training curves</h2>{_img(figs['curves'], 'training curves')}
-<h2>Table 2 — classification (stage 2, evaluation images)</h2>
+<h2>Table 2 — classification (stage 2, {"out-of-fold: every labelled image" if s.get("evaluated_on") == "out-of-fold" else "evaluation images"})</h2>
 <p>95 % bootstrap intervals (patients resampled); the change made by tuning is a paired bootstrap
 difference on the same images.</p>{notes_html([f'WARNING: {w}' for w in soundness.of_summary(s)] + cls_notes)}
 {_table(table2_with_intervals(s))}{_table(summary)}{_table(diff) if len(diff) else ""}

@@ -38,6 +38,20 @@ def _best_val_iou(run: Run, best_epoch: int) -> float:
     return float(hist.loc[hist.epoch == best_epoch, "val_iou"].iloc[0])
 
 
+def _val_and_epochs(run: Run, m: dict) -> tuple[float, int, int]:
+    """Best validation IoU, best epoch and epochs run; of a fold ensemble: the folds' mean IoU, their
+    median best epoch and their epochs together."""
+    if not m.get("folds"):
+        return _best_val_iou(run, m["best_epoch"]), m["best_epoch"], m["epochs_run"]
+    import numpy as np
+
+    from ..folders import fold_folder
+
+    folds = m["per_fold"]
+    ious = [_best_val_iou(Run(fold_folder(run.root, f["fold"])), f["best_epoch"]) for f in folds]
+    return float(np.mean(ious)), int(np.median([f["best_epoch"] for f in folds])), int(sum(f["epochs_run"] for f in folds))
+
+
 def run_stage1(cfg: Config, study: Study, cache: Cache | None = None, skipped: list | None = None) -> pd.DataFrame:
     """Train and evaluate every encoder of ``cfg.encoders``; returns Table 1."""
     encoders = [canonical_encoder(e) for e in cfg.encoders]
@@ -49,11 +63,11 @@ def run_stage1(cfg: Config, study: Study, cache: Cache | None = None, skipped: l
         m = train_seg(ecfg, run, cache=cache, skipped=skipped)
         pp = m.get("postprocessed", {})
         ci = m.get("ci95", {})
+        val_iou, best_epoch, epochs_run = _val_and_epochs(run, m)
         rows.append({"encoder": enc, **{k: m[k] for k in METRIC_KEYS}, **{f"{k}_pp": pp.get(k) for k in PP_KEYS},
                      **{f"{k}_{e}": ci.get(k, [float("nan")] * 2)[i] for k in CI_KEYS for i, e in enumerate(("lo", "hi"))},
                      "n_images": m["n_images"], "n_positive": m["n_positive"], "n_patients": m.get("n_patients"),
-                     "val_iou": _best_val_iou(run, m["best_epoch"]),
-                     "best_epoch": m["best_epoch"], "epochs_run": m["epochs_run"],
+                     "val_iou": val_iou, "best_epoch": best_epoch, "epochs_run": epochs_run,
                      "seconds": round(time.perf_counter() - t0, 1)})
     return pd.DataFrame(rows, columns=TABLE1_COLUMNS)
 
@@ -127,6 +141,7 @@ def _run_study(cfg: Config, study: Study) -> dict:
     seg_notes, cls_notes = study_notes(study, table1, res.summary)
     comparisons = encoder_comparisons(study, table1, best)
     metrics = {"table1": table1.to_dict("records"), "best_encoder": best, "best_run": str(best_run.root),
+               "best_metrics": best_run.read_metrics(),
                "stage2": res.summary, "table2": res.table2.to_dict("records"), "notes": seg_notes + cls_notes,
                "encoder_vs_best": comparisons}
     study.write_metrics(metrics)
