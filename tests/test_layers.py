@@ -14,7 +14,7 @@ SRC = Path(pneumoscope.__file__).parent
 LAYERS = [
     ("errors", "version", "stats", "soundness", "network"),
     ("device", "files", "config", "locks", "schema"),
-    ("folders", "distributed"),
+    ("folders", "distributed", "weights_file"),
     ("data",),
     ("pictures", "model_card"),
     ("stage1", "dicom_results"),

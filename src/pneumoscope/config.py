@@ -110,6 +110,7 @@ class Stage2Config:
     layout: str = "auto"
     test_fraction: float = 0.4  # held out of ``data`` for evaluation (when ``data`` is set)
     feature_extractor: str = "auto"  # auto | densenet121 | seg-encoder
+    densenet_weights: str | None = None  # a local DenseNet121 state dict (e.g. torchvision's densenet121-a639ec97.pth)
     n_iter: int = 30  # random-search candidates
     cv_folds: int = 5
     scoring: str = "average_precision"  # any scikit-learn scorer name

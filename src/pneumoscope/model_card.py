@@ -35,6 +35,16 @@ def _md_table(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _weights_words(setting: str | None, record: dict | None) -> str:
+    """The encoder weights a run began from, with the file's SHA-256 and what of it loaded."""
+    if not setting:
+        return "none (random init)"
+    if not record:
+        return setting
+    words = f"{record['path']} (sha256 {record['sha256']}, {record['tensors_loaded']} of {record['tensors_expected']} tensors loaded"
+    return words + (f"; not loaded: {', '.join(record['not_loaded'][:5])})" if record.get("n_not_loaded") else ")")
+
+
 def limitations(run: Run, metrics: dict, stage2: dict | None) -> list[str]:
     """Known limits of this model, from what the run folder says about it."""
     cfg = run.read_config()
@@ -73,8 +83,10 @@ def model_card(run: Run) -> str:
     seg = pd.DataFrame([{"metric": k, "value [95 % interval]": fmt(metrics.get(k), ci.get(k), 4)} for k in SEG_KEYS
                         if metrics.get(k) is not None])
     d, t, lo, m = cfg.data, cfg.train, cfg.loss, cfg.model
-    stage2_line = ("\n  Stage 2: features (phi = " + summary["feature_extractor"] + ") of the image and of the predicted mask, "
-                   "with mask\n  statistics and metadata, classified by a tuned XGBoost model into P(pneumothorax).") if summary else ""
+    fw = (summary or {}).get("feature_weights")
+    phi_from = f" from the local file {fw['path']}, sha256 {fw['sha256']}" if fw else ""
+    stage2_line = ("\n  Stage 2: features (phi = " + summary["feature_extractor"] + phi_from + ") of the image and of the predicted "
+                   "mask, with mask\n  statistics and metadata, classified by a tuned XGBoost model into P(pneumothorax).") if summary else ""
     card = f"""---
 library_name: pneumoscope
 license: mit
@@ -115,7 +127,7 @@ base_model: none
   warm-up {t.warmup_epochs:g} epoch(s)), loss {lo.bce:g} x BCE + {lo.dice:g} x Dice + {lo.focal:g} x Focal
   (gamma {lo.focal_gamma:g}, alpha {lo.focal_alpha}), positive share per epoch:
   {d.positive_fraction if d.positive_fraction is not None else (f'at least {d.positive_floor}' if d.positive_floor else "the data's own")};
-  post-processing rule searched on validation for {t.rule_objective}; encoder weights: {m.encoder_weights or 'none (random init)'};
+  post-processing rule searched on validation for {t.rule_objective}; encoder weights: {_weights_words(m.encoder_weights, metrics.get('initial_weights'))};
   seed {t.seed}, deterministic float32 on CPU.
   Trained for {metrics.get('epochs_run', '?')} epochs; best epoch {metrics.get('best_epoch', '?')}.
 

@@ -43,7 +43,7 @@ def test_densenet_phi_shape():
 
 def test_auto_falls_back_offline_and_unknown_name(monkeypatch):
     unet = build_model(ModelConfig(encoder="resnet18"))
-    monkeypatch.setattr(extractors, "densenet_available", lambda: False)
+    monkeypatch.setattr(extractors, "densenet_available", lambda weights=None: False)
     phi, note = extractors.build_extractor("auto", unet)
     assert phi.name == "seg-encoder" and "offline" in note
     with pytest.raises(PneumoscopeError):

@@ -106,6 +106,7 @@ def _ensemble(cfg: Config, run: Run, cache: Cache, seg_rows: np.ndarray, folds: 
     truths = np.asarray(cache.masks[seg_rows])
     probs = np.zeros(truths.shape, dtype=np.float32)
     per_fold, warnings, states, loss_sum = [], [], [], 0.0
+    initial: dict = {}  # the local weights file every fold began from (one config: the same file)
     for k, sub in enumerate(members):
         here = fold_of == k
         model, mcfg = load_model(sub, device)
@@ -117,6 +118,7 @@ def _ensemble(cfg: Config, run: Run, cache: Cache, seg_rows: np.ndarray, folds: 
                          **{key: m[key] for key in ("iou", "dice_kaggle", "dice_pos", "pos_empty")},
                          "epochs_run": saved.get("epochs_run"), "best_epoch": saved.get("best_epoch")})
         warnings += [f"fold {k}: {w}" for w in saved.get("warnings", [])]
+        initial = saved.get("initial_weights") or initial
         states.append(sub.load_weights()[0])
     objective = cfg.train.rule_objective
     kept = np.zeros(truths.shape, dtype=bool)
@@ -153,6 +155,8 @@ def _ensemble(cfg: Config, run: Run, cache: Cache, seg_rows: np.ndarray, folds: 
                    evaluated_on=(f"out-of-fold: each of the {len(seg_rows)} labelled images predicted by the one fold "
                                  "model that never trained on it (its epoch chosen on a validation part of the other folds)"),
                    n_skipped=len(skipped), warnings=[*warnings, *collapse_warnings(metrics, cfg.model.encoder, "out-of-fold")])
+    if initial:
+        metrics["initial_weights"] = initial
     run.write_per_image(per_image)
     run.write_metrics(metrics)
     from ..model_card import write_model_card

@@ -105,6 +105,8 @@ def _train_seg(cfg: Config, run: Run, resume: bool, cache: Cache | None, skipped
                            warnings=[*state.collapsed, *collapse_warnings(metrics, cfg.model.encoder, part)])
             if state.averaged:
                 metrics["averaged"] = state.averaged
+            if state.initial_weights:
+                metrics["initial_weights"] = state.initial_weights
             run.write_per_image(metrics.pop("per_image"))
             run.write_metrics(metrics)
             from ..model_card import write_model_card

@@ -58,6 +58,7 @@ class TrainState:
     averaged: dict = field(default_factory=dict)  # the best-k average, when one was made
     empty_epochs: int = 0  # consecutive epochs in which every validation positive was predicted empty
     collapsed: list = field(default_factory=list)  # the collapse lines said (once each), for the report
+    initial_weights: dict = field(default_factory=dict)  # the local weights file it began from (weights_file.record)
 
 
 def _loader(ds: SegDataset, sampler: EpochSampler, batch_size: int, workers: int, drop_last: bool) -> DataLoader:
@@ -142,6 +143,8 @@ def train_segmentation(cfg: Config, cache: Cache, split: np.ndarray, split_table
             ema.load_state_dict(ck["ema"])
         if best_k is not None and "best_k" in ck:
             best_k.load_state_dict(ck["best_k"])
+    if not state.initial_weights:
+        state.initial_weights = getattr(model, "initial_weights", {})
     net = model
     if info.enabled:
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,

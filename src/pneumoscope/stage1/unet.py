@@ -21,6 +21,7 @@ from ..config import Config, ModelConfig
 from ..errors import PneumoscopeError
 from ..folders import Run
 from ..network import host_reachable
+from ..weights_file import keys_line, read_weights
 
 # canonical name -> (smp encoder name, role)
 ENCODERS: dict[str, tuple[str, str]] = {
@@ -55,15 +56,13 @@ def _load_local_weights(model: smp.Unet, encoder_name: str, path: Path) -> smp.U
     """Load a local state dict: a whole one-channel U-Net (keys ``encoder.``/``decoder.``), or an
     encoder alone. An encoder saved with a three-channel (RGB) stem is loaded into a
     three-channel encoder that smp then adapts to one channel itself (``set_in_channels``,
-    which sums the stem's RGB weights, as smp does for its own pretrained weights)."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise PneumoscopeError(f"{path}: cannot read encoder weights ({exc.__class__.__name__}: {exc})") from exc
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]
-    if not isinstance(state, dict) or not state:
-        raise PneumoscopeError(f"{path}: not a state dict of weights")
+    which sums the stem's RGB weights, as smp does for its own pretrained weights).
+
+    The file is verified (:func:`..weights_file.read_weights`); what was loaded, the file's SHA-256
+    and the names of the tensors that did not load are kept as ``model.initial_weights`` (the run
+    records them), and said in one line when some did not load."""
+    wf = read_weights(path, "model.encoder_weights")
+    state = wf.state
     whole = any(k.startswith("encoder.") for k in state)
     target: nn.Module = model if whole else model.encoder
     own = target.state_dict()
@@ -72,10 +71,21 @@ def _load_local_weights(model: smp.Unet, encoder_name: str, path: Path) -> smp.U
         from segmentation_models_pytorch.encoders import get_encoder
 
         rgb = get_encoder(ENCODERS[canonical_encoder(encoder_name)][0], in_channels=3, weights=None)
-        rgb.load_state_dict(_fitting(state, rgb.state_dict(), path), strict=False)
+        fit = _fitting(state, rgb.state_dict(), path)
+        rgb.load_state_dict(fit, strict=False)
+        missing = [k for k in rgb.state_dict() if k not in fit]
+        expected = len(rgb.state_dict())
         rgb.set_in_channels(1, pretrained=True)  # smp sums the RGB stem into one channel itself
         state, target = rgb.state_dict(), model.encoder
-    target.load_state_dict(_fitting(state, target.state_dict(), path), strict=False)
+    fit = _fitting(state, target.state_dict(), path)
+    target.load_state_dict(fit, strict=False)
+    if not (rgb_stem and not whole):
+        missing, expected = [k for k in target.state_dict() if k not in fit], len(target.state_dict())
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]  # a counter, not a weight
+    model.initial_weights = wf.record(expected - len(missing), expected, missing)
+    if missing:
+        print(f"{path}: {expected - len(missing)} of {expected} {'U-Net' if whole else 'encoder'} tensors loaded; "
+              f"not loaded (left at their initial values): {keys_line(missing)}", flush=True)
     return model
 
 
@@ -83,7 +93,9 @@ def _fitting(state: dict, own: dict, path: Path | None = None) -> dict:
     """The tensors of ``state`` that fit ``own`` by name and shape (at least half of them must)."""
     fit = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if len(fit) < 0.5 * len(own):
-        raise PneumoscopeError(f"{path or 'weights'}: weights do not fit this encoder ({len(fit)} of {len(own)} tensors match)")
+        unknown = [k for k in state if k not in own]
+        raise PneumoscopeError(f"{path or 'weights'}: weights do not fit this encoder ({len(fit)} of {len(own)} tensors "
+                               f"match; the file's own names: {keys_line(unknown or list(state))})")
     return fit
 
 

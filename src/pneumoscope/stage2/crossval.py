@@ -74,7 +74,7 @@ def train_cls_folds(run: Run, cfg: Config, device: torch.device, cache: Cache | 
     for f in range(k):
         member = Run(fold_folder(run.root, f))
         unet, _ = load_model(member, device)
-        phi, note = build_extractor(s2.feature_extractor, unet)
+        phi, note = build_extractor(s2.feature_extractor, unet, s2.densenet_weights)
         here = rows[fold == f]
         parts.append(compute_features(unet, phi, cache, here, device, s2.batch_size, member.feature_cache(), member.weights_id()))
         order.append(np.flatnonzero(fold == f))
@@ -120,6 +120,8 @@ def train_cls_folds(run: Run, cfg: Config, device: torch.device, cache: Cache | 
         "before": before, "after": after,
         "after_minus_before": clf.paired_difference(y, p_before, 0.5, p_after, thresholds, patients),
     }
+    if getattr(phi, "record", None):
+        summary["feature_weights"] = phi.record  # the local DenseNet file (prediction checks it is the same)
     if threshold_note:
         summary["threshold_note"] = threshold_note
     summary["warnings"] = soundness.of_summary(summary)

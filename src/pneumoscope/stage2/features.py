@@ -53,7 +53,8 @@ def compute_features(unet: nn.Module, phi: nn.Module, cache: Cache, rows: np.nda
 
     The file name carries a hash of the cache, the rows, the extractor and ``model_tag`` (which
     should identify the stage-1 weights), so retraining never reuses stale features."""
-    key = hashlib.sha256(f"{cache.root}|{getattr(phi, 'name', '')}|{model_tag}|{rows.tolist()}".encode()).hexdigest()[:16]
+    phi_id = f"{getattr(phi, 'name', '')}{(getattr(phi, 'record', None) or {}).get('sha256', '')}"  # which weights phi has
+    key = hashlib.sha256(f"{cache.root}|{phi_id}|{model_tag}|{rows.tolist()}".encode()).hexdigest()[:16]
     path = cache_file.with_name(f"{cache_file.stem}-{key}.npz") if cache_file else None
     if path is not None and path.is_file():
         z = np.load(path, allow_pickle=False)

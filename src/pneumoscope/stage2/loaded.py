@@ -4,11 +4,13 @@ from their stage-1 output."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..errors import PneumoscopeError
 from ..folders import Run
 from .extractors import build_extractor
 from .features import feature_rows
@@ -33,7 +35,8 @@ class Stage2Model:
         spec, boosters, summary = run.load_classifier()  # checked against its schema: one line when damaged
         names = [str(run.booster_name(i)) for i in range(len(boosters))]
         classifier = PortableClassifier.from_data(spec, boosters, names, int(summary["n_features"]))
-        phi = build_extractor(summary["feature_extractor"], unet)[0].to(device)
+        local = summary.get("feature_weights") or {}
+        phi = build_extractor(summary["feature_extractor"], unet, _densenet_file(local), local.get("sha256"))[0].to(device)
         return cls(classifier, phi, float(summary["threshold"]), device, str(getattr(phi, "name", summary["feature_extractor"])))
 
     def describe(self, encoder: str) -> str:
@@ -52,3 +55,18 @@ class Stage2Model:
     def decide(self, p: float) -> str:
         """``pneumothorax`` or ``normal`` at the run's threshold."""
         return "pneumothorax" if p >= self.threshold else "normal"
+
+
+def _densenet_file(record: dict) -> str | None:
+    """Where the local DenseNet file a classifier was fitted with is now: its recorded path, else a
+    file of the same name in the torch hub cache (a run copied to another machine); None without one."""
+    if not record:
+        return None
+    path = Path(record["path"])
+    if path.is_file():
+        return str(path)
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / path.name
+    if cached.is_file():
+        return str(cached)
+    raise PneumoscopeError(f"this run's classifier was fitted on DenseNet121 features from {path}, which is not there "
+                           f"(nor {cached}): copy that file back (sha256 {record['sha256'][:12]}...)")

@@ -89,7 +89,7 @@ def _train_cls(run: Run, cfg: Config, device: torch.device | None, cache: Cache 
         return train_cls_folds(run, cfg, device, cache)
     unet, _ = load_model(run, device)
     cache, fit_rows, test_rows, leakage = classification_sets(cfg, run, cache)
-    phi, phi_note = build_extractor(s2.feature_extractor, unet)
+    phi, phi_note = build_extractor(s2.feature_extractor, unet, s2.densenet_weights)
     tag = run.weights_id()  # the stage-1 weights the features come from
     features = run.feature_cache()
     train = compute_features(unet, phi, cache, fit_rows, device, s2.batch_size, features, tag)
@@ -117,6 +117,8 @@ def _train_cls(run: Run, cfg: Config, device: torch.device | None, cache: Cache 
         "before": before, "after": after,
         "after_minus_before": clf.paired_difference(test.labels, p_before, 0.5, p_after, threshold, patients),
     }
+    if getattr(phi, "record", None):
+        summary["feature_weights"] = phi.record  # the local DenseNet file (prediction checks it is the same)
     if threshold_note:
         summary["threshold_note"] = threshold_note
     summary["warnings"] = soundness.of_summary(summary)  # one line each: said by train-cls, the report and the model card
